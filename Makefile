@@ -1,0 +1,44 @@
+# The commands people type. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help install docker tools images test lint run clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv with the project installed editable (and dev tools)
+
+docker: ## Make sure a Docker engine runs (installs Debian's docker.io as root if needed)
+	bash deploy/ensure-docker.sh
+
+tools: ## Install the Debian tools tests use (dig)
+	bash deploy/ensure-packages.sh dig=dnsutils
+
+images: docker ## Build the local images (test backend), only when their files changed
+	bash deploy/build-image.sh testbackend deploy/images/testbackend
+
+lint: install ## ruff and mypy --strict over the three packages
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict shared controller drone
+
+test: install docker tools images lint ## Install everything tests need, then run them all
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+run: install docker images ## Start a local cluster (NATS, controller, drone, demo backend)
+	@echo "make run: the local cluster is not available yet" >&2; exit 1
+
+clean: ## Remove the venv and local state
+	rm -rf $(VENV) .state

@@ -1,0 +1,1 @@
+"""The controller: scheduling, drone registry, backend index and state relay, DNS."""

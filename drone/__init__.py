@@ -1,0 +1,1 @@
+"""The drone: backend agent (state machine, Docker runtime, recovery) and proxy."""

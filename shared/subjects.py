@@ -1,0 +1,87 @@
+"""Builders for every NATS subject of the protocol (see docs/PROTOCOL.md).
+
+Each builder takes plain IDs and returns the subject; the `*_ALL` constants are
+the wildcard forms that servers subscribe to.
+"""
+
+from __future__ import annotations
+
+from shared.ids import cluster_token
+
+# Subjects served by the controller, in a queue group.
+SCHEDULE_ALL = "cluster.*.schedule"
+BACKEND_STATUS_ALL = "cluster.*.backend.*.status"
+DRONE_REGISTER = "drone.register"
+DRONE_STATUS_ALL = "drone.*.status"
+DNS_ALL = "cluster.*.dns.*"
+ACME_SET_DNS_RECORD = "acme.set_dns_record"
+LIST_DRONES_ALL = "cluster.*.drones"
+LIST_BACKENDS_ALL = "cluster.*.backends"
+
+# JetStream streams and their subject filters.
+BACKEND_STATUS_STREAM = "backend_status"
+BACKEND_STATUS_STREAM_SUBJECTS = "backend.*.status"
+BACKEND_LOG_STREAM = "backend_log"
+BACKEND_LOG_STREAM_SUBJECTS = "backend.*.log"
+DNS_RECORD_STREAM = "dns_record"
+
+# The queue group that controllers share, so each request is handled once.
+CONTROLLER_QUEUE = "plane-controller"
+
+
+def schedule(cluster: str) -> str:
+    return f"cluster.{cluster_token(cluster)}.schedule"
+
+
+def terminate(cluster: str, backend: str) -> str:
+    return f"cluster.{cluster_token(cluster)}.backend.{backend}.terminate"
+
+
+def drain(cluster: str, drone: str) -> str:
+    return f"cluster.{cluster_token(cluster)}.drone.{drone}.drain"
+
+
+def drone_status(drone: str) -> str:
+    return f"drone.{drone}.status"
+
+
+def drone_spawn(drone: str) -> str:
+    return f"drone.{drone}.spawn"
+
+
+def update_backend_state(cluster: str, backend: str) -> str:
+    """Drone → controller: one backend's new state, acknowledged once stored."""
+    return f"cluster.{cluster_token(cluster)}.backend.{backend}.status"
+
+
+def backend_status(backend: str) -> str:
+    """Controller → JetStream `backend_status`: the stored state history of one backend."""
+    return f"backend.{backend}.status"
+
+
+def backend_log(backend: str) -> str:
+    return f"backend.{backend}.log"
+
+
+def backend_stats(backend: str) -> str:
+    return f"backend.{backend}.stats"
+
+
+def dns_record(cluster: str, kind: str) -> str:
+    return f"cluster.{cluster_token(cluster)}.dns.{kind}"
+
+
+def list_drones(cluster: str) -> str:
+    """(ext) Ask a controller for the drones of a cluster."""
+    return f"cluster.{cluster_token(cluster)}.drones"
+
+
+def list_backends(cluster: str) -> str:
+    """(ext) Ask a controller for the backends of a cluster."""
+    return f"cluster.{cluster_token(cluster)}.backends"
+
+
+def token_at(subject: str, index: int) -> str | None:
+    """One token of a subject, or None when the subject is shorter."""
+    parts = subject.split(".")
+    return parts[index] if 0 <= index < len(parts) else None

@@ -1,0 +1,66 @@
+"""Fixtures that start the real components: nats-server and the Docker engine.
+
+Nothing here skips: a test that needs NATS or Docker fails with a message that
+says how to provide it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiodocker
+import pytest
+
+from shared import bus
+from tests.support import docker as docker_support
+from tests.support.natsserver import NatsServer
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    server = await NatsServer.start(tmp_path / "nats")
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[bus.NatsClient]:
+    client = await bus.connect(
+        bus.NatsSettings(servers=[nats_server.url]), name="test", wait_forever=False
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def test_id(request: pytest.FixtureRequest) -> str:
+    """A value unique to this test, used to label what it creates."""
+    return f"{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
+
+
+@pytest.fixture(scope="session")
+def testbackend_image() -> str:
+    try:
+        return docker_support.build_image("testbackend")
+    except docker_support.DockerUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+async def docker(test_id: str) -> AsyncIterator[aiodocker.Docker]:
+    """A Docker client; every container labelled with this test's ID is removed after it."""
+    try:
+        client = await docker_support.connect()
+    except docker_support.DockerUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield client
+    finally:
+        await docker_support.remove_labelled(client, docker_support.TEST_LABEL, test_id)
+        await client.close()

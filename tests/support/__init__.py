@@ -1,0 +1,1 @@
+"""Helpers that run real components (nats-server, Docker) for tests and benchmarks."""
