@@ -107,7 +107,7 @@ def test_bad_env_value_is_reported() -> None:
 def test_missing_or_broken_file(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match="does not exist"):
         config.load(Settings, path=tmp_path / "nope.toml", environ={})
-    with pytest.raises(config.ConfigError, match="plane.toml"):
+    with pytest.raises(config.ConfigError, match=r"plane\.toml"):
         config.load(Settings, path=write(tmp_path, "this is [not toml"), environ={})
 
 
