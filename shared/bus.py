@@ -102,9 +102,9 @@ async def connect(
 ) -> NatsClient:
     """Connect, then stay connected: reconnects never give up.
 
-    With `wait_forever` the first connection is retried with backoff too (for
-    daemons started before NATS); otherwise the first failure raises
-    `BusUnavailable` (for the CLI, which should say so at once).
+    With `wait_forever` the first connection is retried every
+    `reconnect_wait_secs` too (daemons may start before NATS); otherwise a
+    server that refuses twice raises `BusUnavailable` (the CLI says so at once).
     """
     options: dict[str, Any] = {
         "servers": settings.servers,
@@ -122,43 +122,51 @@ async def connect(
         "nkeys_seed": settings.nkey_seed_file,
         "disconnected_cb": on_disconnect,
         "reconnected_cb": on_reconnect,
-        "error_cb": _ErrorLog().report,
     }
+    errors = _ErrorLog(quiet=not wait_forever)
+    options["error_cb"] = errors.report
+    if not wait_forever:
+        # Two tries per server, then give up: a person is waiting for an answer.
+        options["max_reconnect_attempts"] = 1
+        options["reconnect_time_wait"] = 0.1
     nc = NatsClient()
     try:
-        if wait_forever:
-            # nats-py retries the first connection too when reconnects are unlimited.
-            await nc.connect(**{k: v for k, v in options.items() if v is not None})
-        else:
-            options["allow_reconnect"] = False
-            await asyncio.wait_for(
-                nc.connect(**{k: v for k, v in options.items() if v is not None}),
-                settings.connect_timeout_secs + 1,
-            )
+        await asyncio.wait_for(
+            nc.connect(**{k: v for k, v in options.items() if v is not None}),
+            None if wait_forever else settings.connect_timeout_secs + 1,
+        )
     except (OSError, nats.errors.Error, TimeoutError) as exc:
         with contextlib.suppress(Exception):
             await nc.close()
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        reason = errors.last or _describe(exc)
         raise BusUnavailable(
             f"cannot reach NATS at {','.join(settings.servers)}: {reason}"
         ) from None
-    if not wait_forever:
-        # Connected: from now on, ride out server restarts like the daemons do.
-        nc.options["allow_reconnect"] = True
+    # Connected: from now on, ride out server restarts.
+    nc.options["max_reconnect_attempts"] = -1
+    nc.options["reconnect_time_wait"] = settings.reconnect_wait_secs
     return nc
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class _ErrorLog:
     """Logs NATS connection errors, each distinct one at most every 30 s."""
 
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
+    def __init__(self, quiet: bool = False) -> None:
+        self._seen: dict[str, float] = {}
+        self.quiet = quiet
+        self.last: str | None = None
 
     async def report(self, exc: Exception) -> None:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        text = self.last = _describe(exc)
         now = time.monotonic()
-        if now - self._last.get(text, -1e9) >= 30:
-            self._last[text] = now
+        if self.quiet:
+            return
+        if now - self._seen.get(text, -1e9) >= 30:
+            self._seen[text] = now
             log.warning("NATS: %s", text)
 
 
