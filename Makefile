@@ -7,10 +7,10 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install docker tools images test lint run clean
+.PHONY: help install docker tools bench-tools images test lint run bench bench-quick clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,9 @@ docker: ## Make sure a Docker engine runs (installs Debian's docker.io as root i
 tools: ## Install the Debian tools tests use (dig)
 	bash deploy/ensure-packages.sh dig=dnsutils
 
+bench-tools: ## Install the load generator and peer used by benchmarks (wrk, nginx)
+	bash deploy/ensure-packages.sh wrk=wrk nginx=nginx-light
+
 images: docker ## Build the local images (test backend), only when their files changed
 	bash deploy/build-image.sh testbackend deploy/images/testbackend
 
@@ -38,7 +41,13 @@ test: install docker tools images lint ## Install everything tests need, then ru
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 run: install docker images ## Start a local cluster (NATS, controller, drone, demo backend)
-	@echo "make run: the local cluster is not available yet" >&2; exit 1
+	$(PY) deploy/local_cluster.py
+
+bench: install docker images bench-tools ## Benchmarks against baselines in the same run (a few minutes)
+	$(PY) -m tests.bench
+
+bench-quick: install docker images bench-tools ## A shorter benchmark run (under 2 minutes)
+	$(PY) -m tests.bench --quick
 
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) .state

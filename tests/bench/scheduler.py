@@ -1,0 +1,182 @@
+"""Scheduler throughput and latency with simulated drones.
+
+Subjects, alternated: the floor (a raw nats-py request/reply to a trivial
+responder), one controller, two controllers (separate processes, one queue
+group). Load: a fixed number of requests kept in flight for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+from shared import bus, protocol, subjects, wire
+from tests.bench.dronesim import ECHO_SUBJECT
+from tests.bench.harness import Results, alternate, percentile
+from tests.support.natsserver import NatsServer
+
+CLUSTER = "bench.test"
+BIN = Path(sys.executable).parent
+
+
+class Proc:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, *argv: str, ready_line: bytes | None = None) -> Proc:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE if ready_line else asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        if ready_line:
+            assert proc.stdout is not None
+            async with asyncio.timeout(60):
+                while ready_line not in await proc.stdout.readline():
+                    if proc.returncode is not None:
+                        raise RuntimeError(f"{argv[0]} exited")
+        return cls(proc)
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def load(
+    nc: bus.NatsClient, subject: str, payload: bytes, *, concurrency: int, seconds: float
+) -> tuple[float, list[float], int]:
+    """Keep `concurrency` requests in flight; returns (req/s, latencies in ms, failures)."""
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal failures
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            try:
+                reply = await nc.request(subject, payload, timeout=5)
+            except Exception:
+                failures += 1
+                continue
+            latencies.append((time.perf_counter() - start) * 1000)
+            if reply.data.startswith(b'"No'):
+                failures += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(latencies) / (time.perf_counter() - began), latencies, failures
+
+
+async def wait_for_drones(nc: bus.NatsClient, count: int, timeout: float = 60) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                drones = await bus.request(
+                    nc, subjects.list_drones(CLUSTER), None, list[protocol.DroneInfo], timeout=5
+                )
+                if sum(d.ready for d in drones) >= count:
+                    return
+            except bus.BusError:
+                pass
+            await asyncio.sleep(0.2)
+
+
+class Case:
+    """One drone count: the simulated drones, and 0..2 controllers started on demand."""
+
+    def __init__(self, results: Results, nc: bus.NatsClient, url: str, count: int) -> None:
+        self.results = results
+        self.nc = nc
+        self.url = url
+        self.count = count
+        self.name = f"{count} drones"
+        self.controllers: list[Proc] = []
+
+    async def set_controllers(self, n: int) -> None:
+        while len(self.controllers) > n:
+            await self.controllers.pop().stop()
+        while len(self.controllers) < n:
+            argv = [
+                str(BIN / "plane-controller"), "--nats", self.url, "--cluster", CLUSTER,
+                "--metrics-listen", "127.0.0.1:0", "--log-level", "warning",
+            ]  # fmt: skip
+            self.controllers.append(await Proc.start(*argv))
+        if n:
+            await wait_for_drones(self.nc, self.count)
+
+    async def measure(self, name: str, subject: str, payload: bytes, seconds: float) -> None:
+        rps, lat, failed = await load(self.nc, subject, payload, concurrency=32, seconds=seconds)
+        p50, p99 = percentile(lat, 50), percentile(lat, 99)
+        self.results.add("scheduler", self.name, name, "requests/s", rps, "req/s")
+        self.results.add("scheduler", self.name, name, "p50", p50, "ms", False)
+        self.results.add("scheduler", self.name, name, "p99", p99, "ms", False)
+        if failed:
+            self.results.note(f"scheduler {self.name} {name}: {failed} failed requests")
+        print(
+            f"  scheduler {self.name:>11} {name:<18} {rps:8.0f} req/s "
+            f"p50 {p50:.2f} ms p99 {p99:.2f} ms",
+            flush=True,
+        )
+
+    async def stop(self) -> None:
+        await self.set_controllers(0)
+
+
+async def run(results: Results, workdir: Path, *, quick: bool) -> None:
+    drone_counts = [100] if quick else [100, 1000]
+    seconds = 2.0 if quick else 4.0
+    rounds = 2 if quick else 3
+    server = await NatsServer.start(workdir / "nats-sched")
+    nc = await bus.connect(bus.NatsSettings(servers=[server.url]), name="bench")
+    request = protocol.ScheduleRequest(
+        cluster=CLUSTER, executable=protocol.Executable(image="plane-testbackend:latest")
+    )
+    payload = wire.encode(request)
+    schedule = subjects.schedule(CLUSTER)
+    try:
+        for count in drone_counts:
+            argv = [
+                str(BIN / "python"), "-m", "tests.bench.dronesim",
+                "--nats", server.url, "--cluster", CLUSTER, "--count", str(count),
+            ]  # fmt: skip
+            sim = await Proc.start(*argv, ready_line=b"ready")
+            case = Case(results, nc, server.url, count)
+
+            async def floor(case: Case = case) -> None:
+                await case.measure("raw request/reply", ECHO_SUBJECT, payload, seconds)
+
+            async def one(case: Case = case) -> None:
+                await case.set_controllers(1)
+                await case.measure("1 controller", schedule, payload, seconds)
+
+            async def two(case: Case = case) -> None:
+                await case.set_controllers(2)
+                await case.measure("2 controllers", schedule, payload, seconds)
+
+            try:
+                await alternate(rounds, [floor, one, two])
+            finally:
+                await case.stop()
+                await sim.stop()
+            results.ratio(
+                "scheduler", case.name, "requests/s", "2 controllers", "1 controller",
+                target="> 1 (two faster than one)", check=lambda v: v > 1,
+            )  # fmt: skip
+            results.ratio(
+                "scheduler", case.name, "p50", "1 controller", "raw request/reply",
+                target="< 4", check=lambda v: v < 4,
+            )  # fmt: skip
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        await server.stop()
