@@ -43,8 +43,12 @@ class ProxySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     upstream_connect_timeout_secs: float = 5.0
     upstream_response_timeout_secs: float = 60.0
     max_head_bytes: int = 64 * 1024
-    max_body_bytes: int | None = None
-    upstream_pool_size: int = 8
+    max_body_bytes: int | None = None  # None: no limit
+    upstream_pool_size: int = 8  # idle keep-alive connections kept per backend
+    upstream_idle_secs: float = 30.0  # a pooled upstream connection unused this long is closed
+    retry_after_secs: int = 2  # Retry-After on a 503 for a backend that is not ready yet
+    tls_reload_interval_secs: float = 5.0  # how often the certificate files are checked
+    linger_secs: float = 2.0  # how long a socket closed after an error drains unread request bytes
 
 
 class DroneSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

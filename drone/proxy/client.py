@@ -1,0 +1,450 @@
+"""One browser socket: an h11 server connection driven by an explicit event loop.
+
+Requests on a socket are served one after another (pipelined ones wait in
+h11's buffer); each accepted request becomes an `Exchange`. Reading from the
+socket stops while a request body cannot go anywhere yet (routing, or the
+backend's socket is full) and while too many pipelined bytes wait. Output is
+collected per batch of events and written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import cast
+
+import h11
+
+from drone.config import ProxySettings
+from drone.proxy import auth, responses
+from drone.proxy.exchange import Exchange
+from drone.proxy.headers import Framing, backend_from_host, scan_request
+from drone.proxy.metrics import ProxyMetrics
+from drone.proxy.timer import Deadline
+from drone.proxy.tunnel import Tunnel
+from drone.proxy.upstream import UpstreamConnection, UpstreamPool
+from drone.routes import ActivityTracker, RouteTable
+
+log = logging.getLogger(__name__)
+
+_END = h11.EndOfMessage()
+_CONTINUE = h11.InformationalResponse(status_code=100, headers=[])
+_CLOSE = (b"connection", b"close")
+
+
+@dataclass(slots=True)
+class ProxyContext:
+    """What every connection of one proxy shares."""
+
+    loop: asyncio.AbstractEventLoop
+    settings: ProxySettings
+    routes: RouteTable
+    activity: ActivityTracker
+    metrics: ProxyMetrics
+    pool: UpstreamPool
+    domain: bytes  # the cluster name as Host headers are matched against it
+    secure: bool
+    connections: set[ClientConnection] = field(default_factory=set)
+    tunnels: set[Tunnel] = field(default_factory=set)
+    proto_line: bytes = b""
+    not_ready: responses.Canned = responses.BAD_GATEWAY
+    max_pipelined: int = 0
+    drained: asyncio.Event | None = None  # set once stopping and the last socket closed
+
+    def __post_init__(self) -> None:
+        self.proto_line = (
+            b"x-forwarded-proto: https\r\n" if self.secure else b"x-forwarded-proto: http\r\n"
+        )
+        self.not_ready = responses.not_ready(self.settings.retry_after_secs)
+        self.max_pipelined = max(self.settings.max_head_bytes, 64 * 1024)
+
+
+class State(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # answered and closing; unread request bytes are drained
+    SWITCHED = "switched"  # handed over to a tunnel
+    CLOSED = "closed"
+
+
+class _Block(enum.IntFlag):
+    """Why reading from the browser is paused."""
+
+    ROUTING = 1  # a request body has nowhere to go yet
+    UPSTREAM = 2  # the backend's socket buffer is full
+    PIPELINE = 4  # too many bytes of later requests are waiting
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self.transport: asyncio.Transport | None = None
+        self.ip = b""
+        self.exchange: Exchange | None = None
+        self.state = State.OPEN
+        self.stopping = False
+        self._h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=ctx.settings.max_head_bytes
+        )
+        self._deadline = Deadline(ctx.loop, self._on_deadline)
+        self._blocks = _Block(0)
+        self._in_events = False
+        self._head_started = False
+        self._pipelined = 0
+        self._pending: responses.Canned | None = None  # answer due once the request ends
+        self._writing_paused = False
+        self._out: list[bytes] = []
+
+    def __repr__(self) -> str:
+        return f"<ClientConnection {self.ip.decode()} {self.state.value} {self.exchange!r}>"
+
+    # -- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        peer = transport.get_extra_info("peername")
+        self.ip = str(peer[0]).encode("ascii") if peer else b"unknown"
+        self.ctx.connections.add(self)
+        self.ctx.metrics.client_connections += 1
+        self._deadline.set_in(self.ctx.settings.head_timeout_secs)
+
+    def data_received(self, data: bytes) -> None:
+        self.ctx.metrics.received_bytes += len(data)
+        if self.state is not State.OPEN:
+            return  # draining after an error answer
+        if self.exchange is None and self._pending is None:
+            if not self._head_started:
+                self._head_started = True
+                self._deadline.set_in(self.ctx.settings.head_timeout_secs)
+        elif self._h11.their_state is h11.DONE:
+            self._pipelined += len(data)
+            if self._pipelined > self.ctx.max_pipelined:
+                self._block(_Block.PIPELINE)
+        self._h11.receive_data(data)
+        self._handle_events()
+
+    def eof_received(self) -> bool | None:
+        if self.state is not State.OPEN:
+            return None
+        self._h11.receive_data(b"")
+        self._handle_events()
+        return True  # a response still due is sent before closing
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = State.CLOSED
+        self._deadline.cancel()
+        ctx = self.ctx
+        ctx.connections.discard(self)
+        ctx.metrics.client_connections -= 1
+        if ctx.drained is not None and not ctx.connections:
+            ctx.drained.set()
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            exchange.client_lost()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self.exchange is not None:
+            self.exchange.client_full(True)
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self.exchange is not None:
+            self.exchange.client_full(False)
+
+    # -- the request loop
+
+    def _handle_events(self) -> None:
+        if self._in_events:
+            return  # the outer loop picks up where this call would start
+        self._in_events = True
+        conn = self._h11
+        try:
+            while not self._blocks and self.state is State.OPEN:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    self._on_protocol_error(exc)
+                    break
+                kind = type(event)
+                if kind is h11.Data:
+                    if self.exchange is not None:
+                        self.exchange.request_data(event.data)  # type: ignore[union-attr]
+                elif kind is h11.Request:
+                    self._on_request(event)  # type: ignore[arg-type]
+                elif kind is h11.EndOfMessage:
+                    if self.exchange is not None:
+                        self.exchange.request_end()
+                    elif self._pending is not None:
+                        self._send_canned(self._pending)
+                elif event is h11.NEED_DATA or event is h11.PAUSED:
+                    break
+                elif kind is h11.ConnectionClosed:
+                    if self.exchange is None and self._pending is None:
+                        self._close()
+                    break
+        finally:
+            self._in_events = False
+        if self._out:
+            self.flush()
+
+    def _on_request(self, event: h11.Request) -> None:
+        self._head_started = False
+        self._deadline.clear()
+        self._pipelined = 0
+        ctx = self.ctx
+        scan = scan_request(event.headers.raw_items())
+        has_body = scan.framing is not Framing.NONE
+        if scan.head_size + len(event.target) > ctx.settings.max_head_bytes:
+            self._reject(responses.HEAD_TOO_LARGE, has_body)
+            return
+        if scan.chunked and scan.content_length is not None:
+            self._reject(responses.AMBIGUOUS_LENGTH, True)
+            return
+        if event.method == b"CONNECT":
+            self._reject(responses.METHOD_NOT_ALLOWED, True)
+            return
+        backend = backend_from_host(scan.host, ctx.domain) if scan.host else None
+        route = ctx.routes.get(backend) if backend is not None else None
+        if route is None or backend is None:
+            self._reject(responses.NOT_FOUND, has_body)
+            return
+        if route.bearer_token is not None:
+            token = route.bearer_token.encode()
+            if event.method == b"GET" and auth.is_auth_target(event.target):
+                self._reject(self._auth_answer(event.target, token), has_body)
+                return
+            offered = [bearer[2] for bearer in scan.bearer]
+            offered += scan.cookie_tokens
+            verdict = auth.check(token, offered)
+            if verdict is not auth.Verdict.ALLOWED:
+                missing = verdict is auth.Verdict.MISSING
+                self._reject(
+                    responses.MISSING_TOKEN if missing else responses.WRONG_TOKEN, has_body
+                )
+                return
+            scan.bearer = [bearer for bearer in scan.bearer if not auth.matches(token, bearer[2])]
+        limit = ctx.settings.max_body_bytes
+        if limit is not None and scan.content_length is not None and scan.content_length > limit:
+            self._reject(responses.TOO_LARGE, True)
+            return
+        exchange = Exchange(self, ctx, backend, event.method, event.target, scan)
+        self.exchange = exchange
+        exchange.start(route)
+
+    def _auth_answer(self, target: bytes, token: bytes) -> responses.Canned:
+        answer = auth.auth_endpoint(target, token, self.ctx.secure)
+        if answer.status == 302:
+            return responses.redirect(answer.location, answer.set_cookie)
+        if answer.status == 403:
+            return responses.WRONG_TOKEN
+        return responses.make(400, f"400 Bad Request: {answer.reason}")
+
+    def _reject(self, canned: responses.Canned, has_body: bool) -> None:
+        """Answer a request the proxy will not forward: right away if its body is
+        not going to be read, else once the (empty) request has ended."""
+        if has_body:
+            self._send_canned(canned)
+        else:
+            self._pending = canned
+
+    def _on_protocol_error(self, exc: h11.RemoteProtocolError) -> None:
+        canned = responses.BY_HINT.get(exc.error_status_hint, responses.BAD_REQUEST)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("malformed request from %s: %s", self.ip.decode(), exc)
+        if self.exchange is not None:
+            self.exchange.client_garbled(canned)
+        else:
+            self._send_canned(canned)
+
+    # -- used by the exchange
+
+    def block_routing(self, on: bool) -> None:
+        if on:
+            self._block(_Block.ROUTING)
+        else:
+            self._unblock(_Block.ROUTING)
+
+    def block_upstream(self, on: bool) -> None:
+        if on:
+            self._block(_Block.UPSTREAM)
+        else:
+            self._unblock(_Block.UPSTREAM)
+
+    def attached(self) -> None:
+        """The exchange reached its backend: the request body may flow now."""
+        if self._h11.they_are_waiting_for_100_continue:
+            self._out.append(self._h11.send(_CONTINUE))
+            self.flush()
+        self._unblock(_Block.ROUTING)
+
+    def send_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes, close: bool
+    ) -> None:
+        if close or self.stopping:
+            headers.append(_CLOSE)
+        self.ctx.metrics.count_response(status)
+        self._out.append(
+            self._h11.send(h11.Response(status_code=status, headers=headers, reason=reason))
+        )
+
+    def send_data(self, data: bytes) -> None:
+        parts = self._h11.send_with_data_passthrough(h11.Data(data=data))
+        if parts:
+            self._out += parts
+
+    def send_end(self) -> None:
+        self._out.append(self._h11.send(_END))
+        self.flush()
+        self._cycle_done()
+
+    def send_error(self, canned: responses.Canned) -> None:
+        self._send_canned(canned)
+
+    def flush(self) -> None:
+        out = self._out
+        if not out or self.transport is None:
+            return
+        self._out = []
+        self.ctx.metrics.sent_bytes += sum(map(len, out))
+        if len(out) == 1:
+            self.transport.write(out[0])
+        else:
+            self.transport.writelines(out)
+
+    def abort(self) -> None:
+        """Cut the socket: a response already begun cannot be turned into an error."""
+        self.exchange = None
+        self._out = []
+        self.state = State.CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+
+    def switch_protocols(
+        self, upstream: UpstreamConnection, headers: list[tuple[bytes, bytes]], backend: str
+    ) -> None:
+        assert self.transport is not None
+        conn = self._h11
+        try:
+            switch = conn.send(h11.InformationalResponse(status_code=101, headers=headers))
+        except h11.LocalProtocolError:
+            # The backend switched before the request had ended: nothing sane to relay.
+            upstream.close()
+            self.abort()
+            return
+        self.ctx.metrics.count_response(101)
+        self._out.append(switch)
+        self.flush()
+        from_client = conn.trailing_data[0]
+        up_transport, from_upstream, upstream_paused = upstream.detach()
+        self.exchange = None
+        self.state = State.SWITCHED
+        self._deadline.cancel()
+        ctx = self.ctx
+        ctx.connections.discard(self)
+        if ctx.drained is not None and not ctx.connections:
+            ctx.drained.set()
+        tunnel = Tunnel(
+            backend, self.transport, up_transport, ctx.activity, ctx.metrics, ctx.tunnels.discard
+        )
+        ctx.tunnels.add(tunnel)
+        tunnel.start(from_client, from_upstream, bool(self._blocks), upstream_paused)
+
+    # -- shutdown
+
+    def shutdown(self) -> None:
+        """Stop after the request in progress; an idle socket closes now."""
+        self.stopping = True
+        if self.exchange is None and self._pending is None and self.state is State.OPEN:
+            self._close()
+
+    # -- internals
+
+    def _send_canned(self, canned: responses.Canned) -> None:
+        self._pending = None
+        conn = self._h11
+        if conn.our_state is not h11.IDLE and conn.our_state is not h11.SEND_RESPONSE:
+            self.abort()
+            return
+        close = self.stopping or conn.their_state is not h11.DONE
+        headers = list(canned.headers)
+        if close:
+            headers.append(_CLOSE)
+        try:
+            out = self._out
+            out.append(conn.send(h11.Response(status_code=canned.status, headers=headers)))
+            if canned.body:
+                out.append(conn.send(h11.Data(data=canned.body)))
+            out.append(conn.send(_END))
+        except h11.LocalProtocolError:
+            self.abort()
+            return
+        self.ctx.metrics.count_response(canned.status)
+        self.flush()
+        self._cycle_done()
+
+    def _cycle_done(self) -> None:
+        self.exchange = None
+        conn = self._h11
+        if self.state is not State.OPEN:
+            return
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self.stopping:
+            conn.start_next_cycle()
+            self._pipelined = 0
+            self._deadline.set_in(self.ctx.settings.keepalive_timeout_secs)
+            self._unblock(_Block.PIPELINE | _Block.ROUTING | _Block.UPSTREAM)
+            self._handle_events()
+        elif conn.their_state is h11.SEND_BODY or conn.their_state is h11.ERROR:
+            self._linger()
+        else:
+            self._close()
+
+    def _linger(self) -> None:
+        """Close after an answer sent before the request was read whole.
+
+        Closing with unread bytes makes the kernel reset the connection, and
+        the browser may lose the answer; so the write side is shut and what
+        still arrives is read and dropped for a short while.
+        """
+        assert self.transport is not None
+        self.state = State.CLOSING
+        if self._blocks:
+            self._blocks = _Block(0)
+            self.transport.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._deadline.set_in(self.ctx.settings.linger_secs)
+
+    def _close(self) -> None:
+        if self.state is State.OPEN or self.state is State.CLOSING:
+            self.state = State.CLOSED
+            self._deadline.cancel()
+            if self.transport is not None:
+                self.transport.close()
+
+    def _block(self, why: _Block) -> None:
+        if not self._blocks and self.transport is not None and self.state is State.OPEN:
+            self.transport.pause_reading()
+        self._blocks |= why
+
+    def _unblock(self, why: _Block) -> None:
+        if not self._blocks & why:
+            return
+        self._blocks &= ~why
+        if not self._blocks and self.state is State.OPEN:
+            assert self.transport is not None
+            self.transport.resume_reading()
+            self._handle_events()
+
+    def _on_deadline(self) -> None:
+        if self.state is State.CLOSING:
+            self._close()
+            return
+        if self.state is not State.OPEN or self.exchange is not None or self._pending is not None:
+            return
+        if self._head_started:
+            self._send_canned(responses.REQUEST_TIMEOUT)
+        else:
+            self._close()  # an idle keep-alive socket

@@ -1,0 +1,73 @@
+"""The proxy's Prometheus metrics.
+
+Counters on the data path are plain ints bumped without locks and read by a
+collector when scraped; only the response-time histogram uses the client
+library's own type. No label carries a backend ID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+class ProxyMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.responses = [0] * 6  # indexed by status // 100
+        self.received_bytes = 0  # from browsers
+        self.sent_bytes = 0  # to browsers
+        self.upstream_connect_errors = 0
+        self.client_connections = 0
+        self.upgraded_connections = 0
+        self.upstream_response_seconds = Histogram(
+            "plane_proxy_upstream_response_seconds",
+            "Time from sending a request to a backend until its response head arrived.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        registry.register(_Collector(self))
+
+    def count_response(self, status: int) -> None:
+        self.responses[status // 100 if 100 <= status < 600 else 5] += 1
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: ProxyMetrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        requests = CounterMetricFamily(
+            "plane_proxy_requests",
+            "Responses sent to browsers, by status class (the proxy's own included).",
+            labels=["status_class"],
+        )
+        for index, name in enumerate(STATUS_CLASSES, start=1):
+            requests.add_metric([name], m.responses[index])
+        yield requests
+        yield CounterMetricFamily(
+            "plane_proxy_received_bytes", "Bytes received from browsers.", value=m.received_bytes
+        )
+        yield CounterMetricFamily(
+            "plane_proxy_sent_bytes", "Bytes sent to browsers.", value=m.sent_bytes
+        )
+        yield CounterMetricFamily(
+            "plane_proxy_upstream_connect_errors",
+            "Connections to backends that were refused, failed or timed out.",
+            value=m.upstream_connect_errors,
+        )
+        yield GaugeMetricFamily(
+            "plane_proxy_client_connections",
+            "Open browser connections.",
+            value=m.client_connections,
+        )
+        yield GaugeMetricFamily(
+            "plane_proxy_upgraded_connections",
+            "Open upgraded (WebSocket) connections.",
+            value=m.upgraded_connections,
+        )

@@ -1,0 +1,150 @@
+"""The proxy's listeners and its orderly stop.
+
+`ProxyServer` is what the drone process creates: it binds the main listener
+(HTTPS when a certificate is configured, plain HTTP otherwise) and, with TLS,
+optionally a plain listener that redirects to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client import CollectorRegistry
+
+from drone.config import ProxySettings
+from drone.proxy.client import ClientConnection, ProxyContext
+from drone.proxy.headers import cluster_domain
+from drone.proxy.metrics import ProxyMetrics
+from drone.proxy.redirect import RedirectConnection
+from drone.proxy.tls import CertificateStore
+from drone.proxy.upstream import UpstreamPool
+from drone.routes import ActivityTracker, RouteTable
+from shared.config import ConfigError, parse_listen
+
+log = logging.getLogger(__name__)
+
+
+class ProxyServer:
+    def __init__(
+        self,
+        settings: ProxySettings,
+        cluster: str,
+        routes: RouteTable,
+        activity: ActivityTracker,
+        registry: CollectorRegistry,
+    ) -> None:
+        if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
+            raise ConfigError("proxy.tls_cert_file and proxy.tls_key_file go together")
+        if settings.https_redirect_listen is not None and settings.tls_cert_file is None:
+            raise ConfigError("proxy.https_redirect_listen needs proxy.tls_cert_file")
+        self.settings = settings
+        self.cluster = cluster
+        self.routes = routes
+        self.activity = activity
+        self.metrics = ProxyMetrics(registry)
+        self.certificates: CertificateStore | None = None
+        self._ctx: ProxyContext | None = None
+        self._server: asyncio.Server | None = None
+        self._redirect: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() first"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def redirect_port(self) -> int | None:
+        if self._redirect is None:
+            return None
+        return int(self._redirect.sockets[0].getsockname()[1])
+
+    @property
+    def context(self) -> ProxyContext:
+        assert self._ctx is not None, "start() first"
+        return self._ctx
+
+    async def start(self) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        ssl_context = None
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            self.certificates = CertificateStore(
+                settings.tls_cert_file, settings.tls_key_file, settings.tls_reload_interval_secs
+            )
+            ssl_context = self.certificates.listening_context()
+        pool = UpstreamPool(
+            loop,
+            settings.upstream_pool_size,
+            settings.upstream_connect_timeout_secs,
+            settings.upstream_idle_secs,
+        )
+        ctx = ProxyContext(
+            loop=loop,
+            settings=settings,
+            routes=self.routes,
+            activity=self.activity,
+            metrics=self.metrics,
+            pool=pool,
+            domain=cluster_domain(self.cluster),
+            secure=ssl_context is not None,
+        )
+        self._ctx = ctx
+        host, port = parse_listen(settings.listen)
+        self._server = await loop.create_server(
+            lambda: ClientConnection(ctx),
+            host,
+            port,
+            ssl=ssl_context,
+            ssl_handshake_timeout=settings.head_timeout_secs if ssl_context else None,
+            backlog=1024,
+            reuse_address=True,
+        )
+        if settings.https_redirect_listen is not None:
+            rhost, rport = parse_listen(settings.https_redirect_listen)
+            self._redirect = await loop.create_server(
+                lambda: RedirectConnection(
+                    lambda: self.port, settings.head_timeout_secs, settings.max_head_bytes
+                ),
+                rhost,
+                rport,
+                reuse_address=True,
+            )
+        if self.certificates is not None:
+            self.certificates.start(loop)
+        log.info(
+            "proxy listening on %s:%d (%s)", host, self.port, "https" if ssl_context else "http"
+        )
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, let requests in flight finish for up to `grace` seconds,
+        then close every socket, upgraded ones included."""
+        for server in (self._server, self._redirect):
+            if server is not None:
+                server.close()
+        if self.certificates is not None:
+            self.certificates.stop()
+        ctx = self._ctx
+        if ctx is None:
+            return
+        for conn in list(ctx.connections):
+            conn.shutdown()
+        if ctx.connections:
+            ctx.drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(ctx.drained.wait(), grace)
+            except TimeoutError:
+                log.info("cutting %d connections still busy at shutdown", len(ctx.connections))
+        for conn in list(ctx.connections):
+            conn.abort()
+        for tunnel in list(ctx.tunnels):
+            tunnel.close()
+        ctx.pool.close()
+        for server in (self._server, self._redirect):
+            if server is not None:
+                try:
+                    await asyncio.wait_for(server.wait_closed(), 1.0)
+                except TimeoutError:
+                    log.warning("proxy listener did not close in time")
+        self._server = None
+        self._redirect = None
