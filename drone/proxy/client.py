@@ -129,6 +129,8 @@ class ClientConnection(asyncio.Protocol):
             return None
         self._h11.receive_data(b"")
         self._handle_events()
+        if self.ctx.secure:
+            return None  # TLS has no half-close: the transport closes now
         return True  # a response still due is sent before closing
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -198,7 +200,7 @@ class ClientConnection(asyncio.Protocol):
         scan = scan_request(event.headers.raw_items())
         has_body = scan.framing is not Framing.NONE
         if scan.head_size + len(event.target) > ctx.settings.max_head_bytes:
-            self._reject(responses.HEAD_TOO_LARGE, has_body)
+            self._reject(responses.HEAD_TOO_LARGE, True)  # and close, like h11's own 431
             return
         if scan.chunked and scan.content_length is not None:
             self._reject(responses.AMBIGUOUS_LENGTH, True)
