@@ -179,6 +179,8 @@ class ClientConnection(asyncio.Protocol):
                 elif kind is h11.EndOfMessage:
                     if self.exchange is not None:
                         self.exchange.request_end()
+                        if self.exchange is not None:
+                            break  # h11 says PAUSED until the response is sent
                     elif self._pending is not None:
                         self._send_canned(self._pending)
                 elif event is h11.NEED_DATA or event is h11.PAUSED:
@@ -284,13 +286,17 @@ class ClientConnection(asyncio.Protocol):
 
     def send_head(
         self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes, close: bool
-    ) -> None:
+    ) -> bool:
+        """Queue a backend's response head; False if h11 refuses its headers."""
         if close or self.stopping:
             headers.append(_CLOSE)
+        try:
+            head = self._h11.send(h11.Response(status_code=status, headers=headers, reason=reason))
+        except h11.LocalProtocolError:
+            return False
         self.ctx.metrics.count_response(status)
-        self._out.append(
-            self._h11.send(h11.Response(status_code=status, headers=headers, reason=reason))
-        )
+        self._out.append(head)
+        return True
 
     def send_data(self, data: bytes) -> None:
         parts = self._h11.send_with_data_passthrough(h11.Data(data=data))
@@ -310,9 +316,15 @@ class ClientConnection(asyncio.Protocol):
         if not out or self.transport is None:
             return
         self._out = []
-        self.ctx.metrics.sent_bytes += sum(map(len, out))
         if len(out) == 1:
-            self.transport.write(out[0])
+            data = out[0]
+            self.ctx.metrics.sent_bytes += len(data)
+            self.transport.write(data)
+            return
+        size = sum(map(len, out))
+        self.ctx.metrics.sent_bytes += size
+        if size < 16384:
+            self.transport.write(b"".join(out))
         else:
             self.transport.writelines(out)
 
@@ -395,9 +407,18 @@ class ClientConnection(asyncio.Protocol):
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self.stopping:
             conn.start_next_cycle()
             self._pipelined = 0
-            self._deadline.set_in(self.ctx.settings.keepalive_timeout_secs)
-            self._unblock(_Block.PIPELINE | _Block.ROUTING | _Block.UPSTREAM)
-            self._handle_events()
+            if self._blocks:
+                self._blocks = _Block(0)
+                assert self.transport is not None
+                self.transport.resume_reading()
+            waiting, closed = conn.trailing_data
+            if waiting:  # the next request has begun arriving already
+                self._head_started = True
+                self._deadline.set_in(self.ctx.settings.head_timeout_secs)
+            else:
+                self._deadline.set_in(self.ctx.settings.keepalive_timeout_secs)
+            if waiting or closed:
+                self._handle_events()
         elif conn.their_state is h11.SEND_BODY or conn.their_state is h11.ERROR:
             self._linger()
         else:

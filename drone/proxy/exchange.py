@@ -14,10 +14,8 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-import h11
-
 from drone.proxy import responses
-from drone.proxy.headers import Framing, RequestScan, request_head, response_headers
+from drone.proxy.headers import Framing, RequestScan, request_head
 from drone.proxy.upstream import Failure, Key, UpstreamConnection
 from drone.routes import Route, RouteState
 
@@ -134,15 +132,12 @@ class Exchange:
     def upstream_full(self, full: bool) -> None:
         self.client.block_upstream(full)
 
-    def on_response(self, event: h11.Response) -> None:
+    def on_response(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.ctx.metrics.upstream_response_seconds.observe(self.ctx.loop.time() - self.sent_at)
-        self.phase = Phase.RESPONDING
-        self.client.send_head(
-            event.status_code,
-            response_headers(event.headers.raw_items()),
-            event.reason,
-            close=not self.request_done,
-        )
+        if self.client.send_head(status, headers, reason, close=not self.request_done):
+            self.phase = Phase.RESPONDING
+        else:
+            self._fail(responses.BAD_GATEWAY)  # headers h11 will not send
 
     def on_response_data(self, data: bytes) -> None:
         self.client.send_data(data)
@@ -159,9 +154,8 @@ class Exchange:
         self._finish()
         self.client.send_end()
 
-    def on_switch(self, upstream: UpstreamConnection, event: h11.InformationalResponse) -> None:
+    def on_switch(self, upstream: UpstreamConnection, headers: list[tuple[bytes, bytes]]) -> None:
         self.upstream = None
-        headers = response_headers(event.headers.raw_items(), switching=True)
         # The tunnel begins its own activity before this request's ends, so the
         # backend is never idle in between.
         self.client.switch_protocols(upstream, headers, self.backend)

@@ -217,32 +217,3 @@ def request_head(
     lines.append(proto_line)
     lines.append(b"x-forwarded-host: " + host + b"\r\n\r\n")
     return b"".join(lines)
-
-
-def response_headers(
-    headers: Iterable[tuple[bytes, bytes]], switching: bool = False
-) -> list[tuple[bytes, bytes]]:
-    """A backend's response headers as the browser gets them: hop-by-hop ones dropped.
-
-    The framing is left to h11 on the browser's side (Content-Length is kept,
-    a chunked body is re-chunked). On a 101 the Upgrade header is kept.
-    """
-    out: list[tuple[bytes, bytes]] = []
-    named: set[bytes] | None = None
-    upgrade: bytes | None = None
-    for name, value in headers:
-        lower = name.lower()
-        if lower not in HOP_BY_HOP:
-            out.append((name, value))
-        elif lower == b"connection":
-            tokens = {t.strip(b" \t").lower() for t in value.split(b",")}
-            named = (named or set()) | (tokens - _CONNECTION_OPTIONS)
-        elif lower == b"upgrade":
-            upgrade = value
-    if named:
-        out = [(n, v) for n, v in out if n.lower() not in named]
-    if switching:
-        out.append((b"connection", b"upgrade"))
-        if upgrade is not None:
-            out.append((b"upgrade", upgrade))
-    return out

@@ -1,11 +1,9 @@
 """Connections to backends, and the small keep-alive pool they return to.
 
-The request head is serialized by the proxy itself (its headers were already
-checked when the browser's head was parsed); h11 in the client role parses the
-response. h11 is told only what it needs for that — the request method and
-whether an upgrade was asked for — through a stand-in request whose bytes are
-never sent. Whether the real request body has been fully written is tracked
-here, beside it.
+The request head is serialized by the proxy itself (its headers were checked
+when the browser's head was parsed by h11); responses are read by
+`ResponseReader`. Whether the real request body has been fully written is the
+exchange's to know.
 """
 
 from __future__ import annotations
@@ -14,8 +12,7 @@ import asyncio
 import enum
 from typing import TYPE_CHECKING, cast
 
-import h11
-
+from drone.proxy.response import ResponseError, ResponseReader
 from drone.proxy.timer import Deadline
 
 if TYPE_CHECKING:
@@ -25,9 +22,6 @@ Key = tuple[str, int]
 
 # A backend may send long cookies; its heads get more room than a browser's.
 MAX_RESPONSE_HEAD = 256 * 1024
-_STANDIN = [(b"host", b"backend")]
-_STANDIN_UPGRADE = [(b"host", b"backend"), (b"connection", b"upgrade"), (b"upgrade", b"x")]
-_END = h11.EndOfMessage()
 
 
 class Failure(enum.Enum):
@@ -46,11 +40,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self.idle_since = 0.0
         self._pool = pool
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD)
+        self._reader = ResponseReader(self, MAX_RESPONSE_HEAD)
         self._exchange: Exchange | None = None
         self._chunked = False
         self._got_data = False
-        self._paused = False  # reading stopped because the browser reads slowly
+        self._head_seen = False
+        self._eof = False
+        self._read_paused = False  # the transport's reading, as this side set it
         self._deadline = Deadline(pool.loop, self._on_timeout)
 
     def __repr__(self) -> str:
@@ -64,13 +60,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._exchange = exchange
         self._chunked = exchange.chunked
         self._got_data = False
-        conn = self._h11
-        conn.send(
-            h11.Request(
-                method=method, target=b"/", headers=_STANDIN_UPGRADE if upgrade else _STANDIN
-            )
-        )
-        conn.send(_END)
+        self._head_seen = False
+        self._reader.start(method == b"HEAD", upgrade)
         self.transport.write(head)
 
     def write_body(self, data: bytes) -> None:
@@ -86,32 +77,40 @@ class UpstreamConnection(asyncio.Protocol):
         assert self.transport is not None
         if self._chunked:
             self.transport.write(b"0\r\n\r\n")
-        if self._h11.their_state is h11.SEND_RESPONSE:
+        if not self._head_seen:
             self._deadline.set_in(response_timeout)
 
     def pause(self) -> None:
-        if not self._paused:
-            self._paused = True
-            if self.transport is not None and not self.closed:
-                self.transport.pause_reading()
+        self._reader.paused = True
+        if not self._read_paused and self.transport is not None and not self.closed:
+            self._read_paused = True
+            self.transport.pause_reading()
 
     def resume(self) -> None:
-        if self._paused:
-            self._paused = False
-            if not self.closed:
-                assert self.transport is not None
-                self.transport.resume_reading()
-            self._pump()
-            if self.closed and self._exchange is not None:
+        reader = self._reader
+        if not reader.paused:
+            return
+        reader.paused = False
+        if self._read_paused and not self.closed:
+            assert self.transport is not None
+            self._read_paused = False
+            self.transport.resume_reading()
+        try:
+            reader.run()
+            if self._eof and self._exchange is not None:
+                reader.feed_eof()
+        except ResponseError:
+            self._fail(Failure.GARBLED)
+            return
+        if self._exchange is not None:
+            if self.closed and not reader.paused:
                 self._fail(Failure.RESET)
+            else:
+                self._exchange.flush()
 
     def finish_cycle(self) -> bool:
-        """After a complete response: make ready for the next request, if the backend allows."""
-        conn = self._h11
-        if self.closed or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-            return False
-        conn.start_next_cycle()
-        return True
+        """After a complete response: whether the socket can carry another request."""
+        return not self.closed and not self._eof and self._reader.reusable
 
     def detach(self) -> tuple[asyncio.Transport, bytes, bool]:
         """Hand the socket over after a 101: the transport, bytes already read past
@@ -120,7 +119,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._deadline.cancel()
         self._exchange = None
         self.closed = True  # no longer ours, never pooled
-        return self.transport, self._h11.trailing_data[0], self._paused
+        return self.transport, self._reader.rest(), self._read_paused
 
     def close(self) -> None:
         self._exchange = None
@@ -130,41 +129,72 @@ class UpstreamConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
 
+    # -- the response reader's sink
+
+    def on_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self._head_seen = True
+        self._deadline.clear()
+        if self._exchange is not None:
+            self._exchange.on_response(status, reason, headers)
+
+    def on_switch(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self._head_seen = True
+        self._deadline.clear()
+        exchange = self._exchange
+        if exchange is not None:
+            self._reader.paused = True  # the rest belongs to the tunnel
+            exchange.on_switch(self, headers)
+
+    def on_data(self, data: bytes) -> None:
+        if self._exchange is not None:
+            self._exchange.on_response_data(data)
+
+    def on_end(self) -> None:
+        exchange = self._exchange
+        self._exchange = None
+        if exchange is not None:
+            exchange.on_response_end(self)
+
     # -- asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
-        if self._exchange is None:
+        exchange = self._exchange
+        if exchange is None:
             # A backend talking while idle breaks the protocol; drop the socket.
             self._pool.discard(self)
             self.close()
             return
         self._got_data = True
-        self._h11.receive_data(data)
-        if not self._paused:
-            self._pump()
+        try:
+            self._reader.feed(data)
+        except ResponseError:
+            self._fail(Failure.GARBLED)
+            return
+        exchange = self._exchange
+        if exchange is not None:
+            exchange.flush()
 
     def eof_received(self) -> bool | None:
-        self._h11.receive_data(b"")
-        if self._exchange is not None and not self._paused:
-            self._pump()
+        self._eof = True
+        if self._exchange is not None and not self._reader.paused:
+            try:
+                self._reader.feed_eof()
+            except ResponseError:
+                self._fail(Failure.RESET if not self._got_data else Failure.GARBLED)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_closed = self.closed
         self.closed = True
+        self._eof = True
         self._deadline.cancel()
         self._pool.discard(self)
-        if was_closed or self._exchange is None:
-            return
-        self._h11.receive_data(b"")
-        if self._paused:
-            return  # what was read is delivered on resume()
-        self._pump()
-        if self._exchange is not None:
-            self._fail(Failure.RESET)
+        if was_closed or self._exchange is None or self._reader.paused:
+            return  # when paused, what was read is delivered on resume()
+        self._fail(Failure.RESET)
 
     def pause_writing(self) -> None:
         if self._exchange is not None:
@@ -175,40 +205,6 @@ class UpstreamConnection(asyncio.Protocol):
             self._exchange.upstream_full(False)
 
     # -- internals
-
-    def _pump(self) -> None:
-        conn = self._h11
-        exchange = self._exchange
-        while exchange is not None and not self._paused:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError:
-                self._fail(Failure.GARBLED if self._got_data else Failure.RESET)
-                return
-            kind = type(event)
-            if kind is h11.Data:
-                exchange.on_response_data(event.data)  # type: ignore[union-attr]
-            elif kind is h11.Response:
-                self._deadline.clear()
-                exchange.on_response(event)  # type: ignore[arg-type]
-            elif kind is h11.EndOfMessage:
-                self._exchange = None
-                exchange.on_response_end(self)
-                return
-            elif kind is h11.InformationalResponse:
-                if event.status_code == 101:  # type: ignore[union-attr]
-                    self._deadline.clear()
-                    exchange.on_switch(self, event)  # type: ignore[arg-type]
-                    return
-                # other 1xx (100 Continue, 103 Early Hints) are not relayed
-            elif event is h11.NEED_DATA:
-                break
-            else:  # ConnectionClosed or PAUSED before the response ended
-                self._fail(Failure.RESET)
-                return
-            exchange = self._exchange
-        if exchange is not None:
-            exchange.flush()
 
     def _fail(self, failure: Failure) -> None:
         exchange = self._exchange

@@ -9,7 +9,6 @@ from drone.proxy.headers import (
     backend_from_host,
     cluster_domain,
     request_head,
-    response_headers,
     scan_request,
 )
 
@@ -97,27 +96,3 @@ def test_request_head_sets_forwarding_headers_and_strips_matching_bearer() -> No
     assert b"transfer-encoding: chunked" in lines
     assert b"connection: upgrade" in lines and b"upgrade: websocket" in lines
     assert head.endswith(b"\r\n\r\n")
-
-
-def test_response_headers_drop_hop_by_hop() -> None:
-    out = response_headers(
-        [
-            (b"Content-Type", b"text/plain"),
-            (b"Transfer-Encoding", b"chunked"),
-            (b"Connection", b"close, X-Private"),
-            (b"X-Private", b"1"),
-            (b"Keep-Alive", b"timeout=5"),
-            (b"Content-Length", b"3"),
-        ]
-    )
-    assert out == [(b"Content-Type", b"text/plain"), (b"Content-Length", b"3")]
-
-
-def test_switching_response_keeps_upgrade() -> None:
-    out = response_headers(
-        [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), (b"Sec-WebSocket-Accept", b"x")],
-        switching=True,
-    )
-    assert (b"connection", b"upgrade") in out
-    assert (b"upgrade", b"websocket") in out
-    assert (b"Sec-WebSocket-Accept", b"x") in out
