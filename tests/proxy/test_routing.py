@@ -7,7 +7,7 @@ import asyncio
 
 from prometheus_client import generate_latest
 
-from tests.proxy.conftest import CLUSTER, Backend, MakeProxy, Proxy, read_response
+from tests.proxy.conftest import CLUSTER, Backend, MakeProxy, Proxy, raw_request, read_response
 
 
 async def test_routes_by_host_and_answers_404_otherwise(proxy: Proxy, backend: Backend) -> None:
@@ -153,3 +153,49 @@ async def test_metrics_count_traffic(proxy: Proxy, backend: Backend) -> None:
     assert "plane_proxy_upgraded_connections 0.0" in text
     sent = [line for line in text.splitlines() if line.startswith("plane_proxy_sent_bytes_total")]
     assert float(sent[0].split()[1]) > 0
+
+
+async def test_expect_continue_head_and_http10(proxy: Proxy, backend: Backend) -> None:
+    host = proxy.host(backend.id).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(
+            b"POST /up HTTP/1.1\r\nHost: %s\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+            % host
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        writer.write(b"data")
+        status, body = await read_response(reader)
+        assert (status, body.strip()) == (200, b"4")
+        writer.write(b"HEAD / HTTP/1.1\r\nHost: %s\r\n\r\n" % host)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        # no body followed the HEAD answer: the next answer starts right away
+        writer.write(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host)
+        status, _ = await read_response(reader)
+        assert status == 200
+    finally:
+        writer.close()
+    old = await raw_request(proxy.port, b"GET / HTTP/1.0\r\nHost: %s\r\n\r\n" % host)
+    assert old.startswith(b"HTTP/1.1 200 ")
+    assert old.split(b"\r\n\r\n", 1)[1]  # the body, delimited by the close
+
+
+async def test_stop_lets_requests_in_flight_finish(proxy: Proxy, backend: Backend) -> None:
+    host = {"Host": proxy.host(backend.id)}
+    port = proxy.port
+    async with proxy.client() as client:
+        slow = asyncio.create_task(client.get("/sleep/500", headers=host))
+        await proxy.activity.wait_for(lambda: proxy.activity.active(backend.id) == 1)
+        await proxy.server.stop(grace=10)
+        response = await slow
+        assert response.status_code == 200
+        assert response.headers["connection"] == "close"
+    try:
+        await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the proxy still accepts connections after stop()")
+    assert proxy.activity.active(backend.id) == 0
