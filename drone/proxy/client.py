@@ -207,6 +207,9 @@ class ClientConnection(asyncio.Protocol):
         if scan.chunked and scan.content_length is not None:
             self._reject(responses.AMBIGUOUS_LENGTH, True)
             return
+        if scan.duplicate_host:
+            self._reject(responses.DUPLICATE_HOST, True)
+            return
         if event.method == b"CONNECT":
             self._reject(responses.METHOD_NOT_ALLOWED, True)
             return

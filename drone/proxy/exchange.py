@@ -198,7 +198,13 @@ class Exchange:
 
     async def _hold(self) -> None:
         ctx = self.ctx
-        route = await ctx.routes.wait_ready(self.backend, ctx.settings.hold_until_ready_secs)
+        try:
+            route = await ctx.routes.wait_ready(self.backend, ctx.settings.hold_until_ready_secs)
+        except Exception:  # a bug must not leave the browser waiting or the backend busy
+            log.exception("holding a request failed", extra={"backend": self.backend})
+            self.task = None
+            self._fail(responses.BAD_GATEWAY)
+            return
         self.task = None
         if self.phase is Phase.FINISHED:
             return
@@ -216,6 +222,10 @@ class Exchange:
             self._connect_failed(responses.GATEWAY_TIMEOUT)
             return
         except OSError:
+            self._connect_failed(responses.BAD_GATEWAY)
+            return
+        except Exception:  # a bug must not leave the browser waiting or the backend busy
+            log.exception("connecting to %s:%d failed", *self.key, extra={"backend": self.backend})
             self._connect_failed(responses.BAD_GATEWAY)
             return
         self.task = None

@@ -92,6 +92,7 @@ class RequestScan:
         "connection",
         "content_length",
         "cookie_tokens",
+        "duplicate_host",
         "expect_continue",
         "forward",
         "head_size",
@@ -103,6 +104,7 @@ class RequestScan:
 
     def __init__(self) -> None:
         self.host: bytes | None = None
+        self.duplicate_host = False
         self.content_length: int | None = None
         self.chunked = False
         self.upgrade: bytes | None = None
@@ -137,6 +139,8 @@ def scan_request(raw_headers: Iterable[tuple[bytes, bytes]]) -> RequestScan:
         if lower not in _REQUEST_SPECIAL:
             forward.append((name, value))
         elif lower == b"host":
+            if scan.host is not None:
+                scan.duplicate_host = True
             scan.host = value
         elif lower == b"content-length":
             scan.content_length = int(value)  # h11 has checked it is digits

@@ -30,6 +30,7 @@ def make(status: int, text: str, extra: Headers = ()) -> Canned:
 
 
 BAD_REQUEST = make(400, "400 Bad Request: malformed HTTP request")
+DUPLICATE_HOST = make(400, "400 Bad Request: more than one Host header")
 AMBIGUOUS_LENGTH = make(400, "400 Bad Request: both Content-Length and Transfer-Encoding given")
 MISSING_TOKEN = make(
     401,

@@ -86,6 +86,10 @@ async def test_malformed_requests_get_400_and_others_are_still_served(
         proxy.port, b"POST / HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: gzip\r\n\r\n" % host
     )
     assert gzip_te.startswith(b"HTTP/1.1 501 ")
+    two_hosts = await raw_request(
+        proxy.port, b"GET / HTTP/1.1\r\nHost: %s\r\nHost: other.example\r\n\r\n" % host
+    )
+    assert two_hosts.startswith(b"HTTP/1.1 400 ")
     connect = await raw_request(
         proxy.port, b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (host, host)
     )
