@@ -52,6 +52,7 @@ class ProxyContext:
     not_ready: responses.Canned = responses.BAD_GATEWAY
     max_pipelined: int = 0
     drained: asyncio.Event | None = None  # set once stopping and the last socket closed
+    _hosts: dict[bytes, str | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.proto_line = (
@@ -59,6 +60,18 @@ class ProxyContext:
         )
         self.not_ready = responses.not_ready(self.settings.retry_after_secs)
         self.max_pipelined = max(self.settings.max_head_bytes, 64 * 1024)
+
+    def backend_for(self, host: bytes) -> str | None:
+        """The backend a Host header names, remembered: browsers send the same few."""
+        hosts = self._hosts
+        try:
+            return hosts[host]
+        except KeyError:
+            pass
+        if len(hosts) >= 4096:
+            hosts.clear()
+        backend = hosts[host] = backend_from_host(host, self.domain)
+        return backend
 
 
 class State(enum.Enum):
@@ -213,7 +226,7 @@ class ClientConnection(asyncio.Protocol):
         if event.method == b"CONNECT":
             self._reject(responses.METHOD_NOT_ALLOWED, True)
             return
-        backend = backend_from_host(scan.host, ctx.domain) if scan.host else None
+        backend = ctx.backend_for(scan.host) if scan.host else None
         route = ctx.routes.get(backend) if backend is not None else None
         if route is None or backend is None:
             self._reject(responses.NOT_FOUND, has_body)

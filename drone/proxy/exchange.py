@@ -133,7 +133,7 @@ class Exchange:
         self.client.block_upstream(full)
 
     def on_response(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        self.ctx.metrics.upstream_response_seconds.observe(self.ctx.loop.time() - self.sent_at)
+        self.ctx.metrics.observe_upstream(self.ctx.loop.time() - self.sent_at)
         if self.client.send_head(status, headers, reason, close=not self.request_done):
             self.phase = Phase.RESPONDING
         else:

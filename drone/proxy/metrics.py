@@ -1,19 +1,26 @@
 """The proxy's Prometheus metrics.
 
-Counters on the data path are plain ints bumped without locks and read by a
-collector when scraped; only the response-time histogram uses the client
-library's own type. No label carries a backend ID.
+Everything on the data path is a plain int bumped without locks (the event
+loop is the only writer) and read by a collector when scraped, the
+response-time histogram included. No label carries a backend ID.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class ProxyMetrics:
@@ -24,13 +31,14 @@ class ProxyMetrics:
         self.upstream_connect_errors = 0
         self.client_connections = 0
         self.upgraded_connections = 0
-        self.upstream_response_seconds = Histogram(
-            "plane_proxy_upstream_response_seconds",
-            "Time from sending a request to a backend until its response head arrived.",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=registry,
-        )
+        self.upstream_buckets = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
+        self.upstream_seconds_sum = 0.0
         registry.register(_Collector(self))
+
+    def observe_upstream(self, seconds: float) -> None:
+        """Time from sending a request to a backend until its response head arrived."""
+        self.upstream_buckets[bisect_left(BUCKETS, seconds)] += 1
+        self.upstream_seconds_sum += seconds
 
     def count_response(self, status: int) -> None:
         self.responses[status // 100 if 100 <= status < 600 else 5] += 1
@@ -60,6 +68,17 @@ class _Collector(Collector):
             "plane_proxy_upstream_connect_errors",
             "Connections to backends that were refused, failed or timed out.",
             value=m.upstream_connect_errors,
+        )
+        cumulative = 0
+        buckets = []
+        for bound, count in zip((*BUCKETS, float("inf")), m.upstream_buckets, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            "plane_proxy_upstream_response_seconds",
+            "Time from sending a request to a backend until its response head arrived.",
+            buckets=buckets,
+            sum_value=m.upstream_seconds_sum,
         )
         yield GaugeMetricFamily(
             "plane_proxy_client_connections",
