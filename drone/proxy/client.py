@@ -106,7 +106,6 @@ class ClientConnection(asyncio.Protocol):
         self._head_started = False
         self._pipelined = 0
         self._pending: responses.Canned | None = None  # answer due once the request ends
-        self._writing_paused = False
         self._out: list[bytes] = []
 
     def __repr__(self) -> str:
@@ -160,12 +159,10 @@ class ClientConnection(asyncio.Protocol):
             exchange.client_lost()
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
         if self.exchange is not None:
             self.exchange.client_full(True)
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
         if self.exchange is not None:
             self.exchange.client_full(False)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+
+from prometheus_client import generate_latest
 
 from tests.proxy.conftest import (
     Backend,
@@ -176,3 +179,30 @@ async def test_an_idle_keep_alive_socket_is_closed_after_its_timeout(
         assert await asyncio.wait_for(reader.read(-1), 10) == b""  # closed quietly
     finally:
         writer.close()
+
+
+async def test_504_when_connecting_to_the_backend_times_out(make_proxy: MakeProxy) -> None:
+    proxy = await make_proxy(upstream_connect_timeout_secs=0.3)
+    # A listener that never accepts, its queue already full: Linux drops further SYNs.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        proxy.routes.set_ready("stuck", "127.0.0.1", port, None)
+        async with proxy.client() as client:
+            response = await client.get("/", headers={"Host": proxy.host("stuck")})
+        assert response.status_code == 504
+        text = generate_latest(proxy.registry).decode()
+        assert "plane_proxy_upstream_connect_errors_total 1.0" in text
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    assert proxy.activity.active("stuck") == 0

@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from websockets.asyncio.client import connect
+
 from tests.proxy.conftest import CLUSTER, MakeProxy, Proxy, StartBackend, raw_request, read_response
 
 
@@ -113,6 +115,23 @@ async def test_https_with_a_certificate_swapped_on_disk(
     else:
         stale.close()
         raise AssertionError("the old certificate is still served")
+
+    # WebSocket over TLS: the tunnel copies between an encrypted and a plain socket
+    async with connect(
+        f"wss://{backend.id}.{CLUSTER}:{proxy.port}/",
+        host="127.0.0.1",
+        port=proxy.port,
+        ssl=trusting(new_cert),
+        proxy=None,
+    ) as ws:
+        for n in range(1, 7):
+            await ws.send(str(n))
+        assert [await asyncio.wait_for(ws.recv(), 10) for _ in range(6)] == [
+            str(n) for n in range(1, 7)
+        ]
+        big = bytes(range(256)) * 1024
+        await ws.send(big)
+        assert await asyncio.wait_for(ws.recv(), 10) == big
 
     # the plain listener sends browsers to HTTPS
     redirect_port = proxy.server.redirect_port
