@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 from tests.proxy.conftest import Backend, Proxy
@@ -67,3 +68,74 @@ async def test_100_mb_upload_and_download_keep_memory_flat(proxy: Proxy, backend
             assert received == SIZE
     assert growth[0] < LIMIT, f"RSS grew by {growth[0] / 2**20:.1f} MiB"
     await proxy.activity.wait_for(lambda: proxy.activity.active(backend.id) == 0)
+
+
+async def test_a_slow_reader_holds_the_backend_back(proxy: Proxy, backend: Backend) -> None:
+    """The browser reads 1 MiB at a time with pauses; a proxy without backpressure
+    would take the whole body from the fast backend into its own memory meanwhile."""
+    size = 64 * 1024 * 1024
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(
+            b"GET /bytes/%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (size, proxy.host(backend.id).encode())
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        received = 0
+        with peak_rss_growth() as growth:
+            while received < size:
+                chunk = await asyncio.wait_for(reader.read(1024 * 1024), 10)
+                assert chunk, "the proxy closed early"
+                received += len(chunk)
+                await asyncio.sleep(0.005)  # a slow browser, not a wait for anything
+        assert received == size
+    finally:
+        writer.close()
+    assert growth[0] < LIMIT, f"RSS grew by {growth[0] / 2**20:.1f} MiB"
+
+
+async def test_a_slow_backend_holds_the_uploader_back(proxy: Proxy) -> None:
+    """The backend reads 1 MiB at a time with pauses (a small server in the test,
+    since the test image reads as fast as it can); the browser sends from its own
+    thread as fast as the socket takes it. Without backpressure the proxy would
+    hold the difference."""
+    size = 64 * 1024 * 1024
+
+    async def slow_reader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        left = size
+        while left:
+            chunk = await reader.read(min(left, 1024 * 1024))
+            if not chunk:
+                break
+            left -= len(chunk)
+            await asyncio.sleep(0.005)  # a slow backend, not a wait for anything
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d"
+            % (len(str(size - left)), size - left)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow_reader, "127.0.0.1", 0)
+    proxy.routes.set_ready("slowread", "127.0.0.1", server.sockets[0].getsockname()[1], None)
+    head = b"POST / HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n" % (
+        proxy.host("slowread").encode(),
+        size,
+    )
+
+    def upload() -> bytes:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
+            sock.sendall(head)
+            for _ in range(size // len(CHUNK)):
+                sock.sendall(CHUNK)
+            return sock.recv(4096)
+
+    try:
+        with peak_rss_growth() as growth:
+            answer = await asyncio.wait_for(asyncio.to_thread(upload), 60)
+    finally:
+        server.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"%d" % size)
+    assert growth[0] < LIMIT, f"RSS grew by {growth[0] / 2**20:.1f} MiB"
