@@ -1,13 +1,14 @@
 """The drone's HTTP/WebSocket reverse proxy.
 
 Every browser byte to a backend passes through here, so the data path is
-written on asyncio Protocols with h11 parsing heads on both sides, bodies
-streamed with flow control, and upgraded connections copied as raw bytes.
+written on asyncio Protocols: h11 parses what browsers send, a small strict
+reader parses what backends answer, bodies stream with flow control both ways,
+and upgraded connections are copied as raw bytes.
 
 Modules: `server` (listeners, shutdown), `client` (one browser socket),
 `exchange` (one request relayed to a backend), `upstream` (backend sockets and
-their keep-alive pool), `tunnel` (raw copying after an upgrade), `headers` and
-`auth` (pure decisions about heads and tokens), `responses` (the proxy's own
-answers), `tls` (certificates and their reload), `redirect` (HTTP → HTTPS),
-`metrics`, `timer`.
+their keep-alive pool), `response` (reading a backend's response), `tunnel`
+(raw copying after an upgrade), `headers` and `auth` (pure decisions about
+heads and tokens), `responses` (the proxy's own answers), `tls` (certificates
+and their reload), `redirect` (HTTP → HTTPS), `metrics`, `timer`.
 """
