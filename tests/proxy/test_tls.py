@@ -116,6 +116,19 @@ async def test_https_with_a_certificate_swapped_on_disk(
         stale.close()
         raise AssertionError("the old certificate is still served")
 
+    # under TLS the auth cookie is marked Secure
+    proxy.routes.set_ready("guarded", backend.ip, backend.port, "tok")
+    reader, writer = await open_tls(proxy, "guarded", new_cert)
+    try:
+        writer.write(
+            f"GET /_plane_auth?token=tok HTTP/1.1\r\nHost: guarded.{CLUSTER}\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 302 ")
+    assert b"set-cookie: _plane_auth=tok; Path=/; HttpOnly; SameSite=Lax; Secure\r\n" in head
+
     # WebSocket over TLS: the tunnel copies between an encrypted and a plain socket
     async with connect(
         f"wss://{backend.id}.{CLUSTER}:{proxy.port}/",
