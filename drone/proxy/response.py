@@ -20,6 +20,7 @@ from typing import Protocol
 from drone.proxy.headers import HOP_BY_HOP
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
+_BAD_REASON = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
 _MAX_LINE = 8192  # chunk-size and trailer lines
@@ -94,14 +95,24 @@ class ResponseReader:
         return rest
 
     def feed(self, data: bytes) -> None:
-        if self.state is State.LENGTH and not self._buf and not self.paused:
-            remaining = self._remaining
-            if len(data) <= remaining:  # the common case: hand the bytes on as they are
-                self._remaining = remaining - len(data)
-                self._sink.on_data(data)
-                if self._remaining == 0:
-                    self._finish()
-                return
+        if not self._buf and not self.paused:
+            # The common cases skip the buffer: a whole head (and maybe its whole
+            # body) in one read, or body bytes that all belong to this response.
+            if self.state is State.HEAD:
+                end = data.find(b"\r\n\r\n")
+                if end >= 0:
+                    self._read_head(data[:end])
+                    data = data[end + 4 :]
+                    if not data:
+                        return
+            if self.state is State.LENGTH and not self.paused:
+                remaining = self._remaining
+                if len(data) <= remaining:
+                    self._remaining = remaining - len(data)
+                    self._sink.on_data(data)
+                    if self._remaining == 0:
+                        self._finish()
+                    return
         self._buf += data
         self.run()
 
@@ -189,11 +200,19 @@ class ResponseReader:
 
     def _read_head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
-        match = _STATUS_LINE.fullmatch(lines[0])
-        if match is None:
-            raise ResponseError("bad status line")
-        minor, code, reason = match.groups()
-        status = int(code)
+        line = lines[0]
+        if line.startswith(b"HTTP/1.1 ") and line[9:12].isdigit() and line[12:13] in (b" ", b""):
+            minor, status, reason = b"1", int(line[9:12]), line[13:]  # the usual case
+            if _BAD_REASON.search(reason):  # h11 writes the reason as it is
+                raise ResponseError("bad reason phrase")
+        else:
+            match = _STATUS_LINE.fullmatch(line)
+            if match is None:
+                raise ResponseError("bad status line")
+            minor, code, reason = match.groups()
+            status = int(code)
+        if status < 100:
+            raise ResponseError("bad status code")
         headers: list[tuple[bytes, bytes]] = []
         lengths: set[bytes] = set()
         codings: list[bytes] | None = None

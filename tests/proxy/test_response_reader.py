@@ -136,6 +136,9 @@ def test_both_framings_use_chunked_and_forbid_reuse() -> None:
     [
         b"HTTP/2 200 OK\r\n\r\n",
         b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/1.1 200 O\nK\r\n\r\n",
+        b"HTTP/1.1 099 OK\r\n\r\n",
+        b"HTTP/1.1 200OK\r\n\r\n",
         b"ICY 200 OK\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
         b"HTTP/1.1 200 OK\r\n: empty name\r\n\r\n",
