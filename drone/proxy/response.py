@@ -59,6 +59,7 @@ class ResponseReader:
         "_max_head",
         "_remaining",
         "_sink",
+        "_switch_headers",
         "_upgrade",
         "keep_alive",
         "paused",
@@ -72,6 +73,7 @@ class ResponseReader:
         self._remaining = 0
         self._head_only = False
         self._upgrade = False
+        self._switch_headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = False
         self.paused = False  # set by the sink to stop deliveries until resume()
         self.state = State.DONE
@@ -103,6 +105,10 @@ class ResponseReader:
                 if end >= 0:
                     self._read_head(data[:end])
                     data = data[end + 4 :]
+                    if self._head_ended():
+                        self._buf += data  # kept before the sink hears, so it sees them
+                        self._head_done()
+                        return
                     if not data:
                         return
             if self.state is State.LENGTH and not self.paused:
@@ -152,6 +158,9 @@ class ResponseReader:
                 head = bytes(buf[:end])
                 del buf[: end + 4]
                 self._read_head(head)
+                if self._head_ended():
+                    self._head_done()
+                    return
             elif state is State.CHUNK_SIZE:
                 line = self._line()
                 if line is None:
@@ -198,7 +207,23 @@ class ResponseReader:
         self.state = State.DONE
         self._sink.on_end()
 
+    def _head_ended(self) -> bool:
+        return self.state is State.DONE or self.state is State.SWITCHED
+
+    def _head_done(self) -> None:
+        """Tell the sink a response ended with its head, or switched protocols.
+
+        Called once any bytes after the head are in the buffer: the sink may
+        decide whether the socket is reusable, or take those bytes for a tunnel.
+        """
+        if self.state is State.SWITCHED:
+            self._sink.on_switch(self._switch_headers)
+        else:
+            self._sink.on_end()
+
     def _read_head(self, head: bytes) -> None:
+        """Parse a head, call `on_head` for a final one and set the next state;
+        for DONE and SWITCHED the caller calls `_head_done` next."""
         lines = head.split(b"\r\n")
         line = lines[0]
         if line.startswith(b"HTTP/1.1 ") and line[9:12].isdigit() and line[12:13] in (b" ", b""):
@@ -250,13 +275,12 @@ class ResponseReader:
                 if upgrade is not None:
                     headers.append((b"upgrade", upgrade))
                 self.state = State.SWITCHED
-                self._sink.on_switch(headers)
+                self._switch_headers = headers
             return  # other 1xx are interim: the real head follows
         self.keep_alive = minor == b"1" and b"close" not in tokens
         if self._head_only or status == 204 or status == 304:
+            self.state = State.DONE
             self._sink.on_head(status, reason or b"", headers)
-            if self.state is State.HEAD:
-                self._finish()
             return
         if codings is not None:
             if lengths:
@@ -279,5 +303,3 @@ class ResponseReader:
             self.state = State.UNTIL_EOF
             self.keep_alive = False
         self._sink.on_head(status, reason or b"", headers)
-        if self.state is State.DONE:
-            self._sink.on_end()

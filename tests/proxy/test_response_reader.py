@@ -17,12 +17,16 @@ class Recorder:
         self.ends = 0
         self.pause_after_data = False
         self.reader: ResponseReader | None = None
+        self.reusable_at_end: list[bool] = []
+        self.rest_at_switch: list[bytes] = []
 
     def on_head(self, status: int, reason: bytes, headers: Headers) -> None:
         self.heads.append((status, reason, headers))
 
     def on_switch(self, headers: Headers) -> None:
         self.switches.append(headers)
+        assert self.reader is not None
+        self.rest_at_switch.append(self.reader.rest())
 
     def on_data(self, data: bytes) -> None:
         self.body += data
@@ -31,6 +35,8 @@ class Recorder:
 
     def on_end(self) -> None:
         self.ends += 1
+        assert self.reader is not None
+        self.reusable_at_end.append(self.reader.reusable)
 
 
 def read(
@@ -118,7 +124,16 @@ def test_interim_responses_are_skipped_and_101_switches() -> None:
         [(b"Sec-WebSocket-Accept", b"abc"), (b"connection", b"upgrade"), (b"upgrade", b"websocket")]
     ]
     assert reader.state is State.SWITCHED
-    assert reader.rest() == b"\x81\x02hi"
+    assert sink.rest_at_switch == [b"\x81\x02hi"]  # already there when the sink heard
+
+
+@pytest.mark.parametrize("step", [0, 1])
+def test_bytes_after_a_bodiless_response_make_the_socket_unusable(step: int) -> None:
+    sink, _ = read(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", head_only=True, step=step)
+    assert sink.ends == 1
+    assert sink.reusable_at_end == [step == 1]  # fed byte by byte, the extra bytes came later
+    sink, _ = read(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert sink.reusable_at_end == [True]
 
 
 def test_both_framings_use_chunked_and_forbid_reuse() -> None:
