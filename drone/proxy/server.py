@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from prometheus_client import CollectorRegistry
 
@@ -47,17 +48,18 @@ class ProxyServer:
         self._ctx: ProxyContext | None = None
         self._server: asyncio.Server | None = None
         self._redirect: asyncio.Server | None = None
+        self._port: int | None = None
+        self._redirect_port: int | None = None
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "start() first"
-        return int(self._server.sockets[0].getsockname()[1])
+        """The main listener's bound port (still known after stop())."""
+        assert self._port is not None, "start() first"
+        return self._port
 
     @property
     def redirect_port(self) -> int | None:
-        if self._redirect is None:
-            return None
-        return int(self._redirect.sockets[0].getsockname()[1])
+        return self._redirect_port
 
     @property
     def context(self) -> ProxyContext:
@@ -69,10 +71,18 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         ssl_context = None
         if settings.tls_cert_file is not None and settings.tls_key_file is not None:
-            self.certificates = CertificateStore(
-                settings.tls_cert_file, settings.tls_key_file, settings.tls_reload_interval_secs
-            )
-            ssl_context = self.certificates.listening_context()
+            try:
+                self.certificates = CertificateStore(
+                    settings.tls_cert_file,
+                    settings.tls_key_file,
+                    settings.tls_reload_interval_secs,
+                )
+                ssl_context = self.certificates.listening_context()
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError(
+                    f"cannot load proxy.tls_cert_file {settings.tls_cert_file!r} with "
+                    f"proxy.tls_key_file {settings.tls_key_file!r}: {exc}"
+                ) from exc
         pool = UpstreamPool(
             loop,
             settings.upstream_pool_size,
@@ -100,16 +110,22 @@ class ProxyServer:
             backlog=1024,
             reuse_address=True,
         )
+        self._port = int(self._server.sockets[0].getsockname()[1])
         if settings.https_redirect_listen is not None:
             rhost, rport = parse_listen(settings.https_redirect_listen)
-            self._redirect = await loop.create_server(
-                lambda: RedirectConnection(
-                    lambda: self.port, settings.head_timeout_secs, settings.max_head_bytes
-                ),
-                rhost,
-                rport,
-                reuse_address=True,
-            )
+            try:
+                self._redirect = await loop.create_server(
+                    lambda: RedirectConnection(
+                        lambda: self.port, settings.head_timeout_secs, settings.max_head_bytes
+                    ),
+                    rhost,
+                    rport,
+                    reuse_address=True,
+                )
+            except OSError:
+                self._server.close()
+                raise
+            self._redirect_port = int(self._redirect.sockets[0].getsockname()[1])
         if self.certificates is not None:
             self.certificates.start(loop)
         log.info(

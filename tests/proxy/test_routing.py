@@ -184,7 +184,6 @@ async def test_expect_continue_head_and_http10(proxy: Proxy, backend: Backend) -
 
 async def test_stop_lets_requests_in_flight_finish(proxy: Proxy, backend: Backend) -> None:
     host = {"Host": proxy.host(backend.id)}
-    port = proxy.port
     async with proxy.client() as client:
         slow = asyncio.create_task(client.get("/sleep/500", headers=host))
         await proxy.activity.wait_for(lambda: proxy.activity.active(backend.id) == 1)
@@ -193,7 +192,7 @@ async def test_stop_lets_requests_in_flight_finish(proxy: Proxy, backend: Backen
         assert response.status_code == 200
         assert response.headers["connection"] == "close"
     try:
-        await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.open_connection("127.0.0.1", proxy.port)
     except OSError:
         pass
     else:

@@ -9,8 +9,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from websockets.asyncio.client import connect
 
+from shared.config import ConfigError
 from tests.proxy.conftest import CLUSTER, MakeProxy, Proxy, StartBackend, raw_request, read_response
 
 
@@ -172,3 +174,15 @@ async def test_broken_certificate_files_keep_the_current_one(
         assert status == 404  # served over TLS by the proxy itself
     finally:
         writer.close()
+
+
+async def test_unusable_tls_settings_are_config_errors(
+    make_proxy: MakeProxy, tmp_path: Path
+) -> None:
+    cert, _ = make_certificate(tmp_path, "lonely")
+    with pytest.raises(ConfigError, match="tls_key_file"):
+        await make_proxy(tls_cert_file=str(cert), tls_key_file=str(tmp_path / "missing.key"))
+    with pytest.raises(ConfigError, match="go together"):
+        await make_proxy(tls_cert_file=str(cert))
+    with pytest.raises(ConfigError, match="https_redirect_listen"):
+        await make_proxy(https_redirect_listen="127.0.0.1:0")
