@@ -1,4 +1,9 @@
-"""The controller's settings."""
+"""The controller's settings.
+
+Timings are settings rather than constants so that tests can run a whole
+cluster's life in a second (heartbeat 0.2 s) while production keeps the
+protocol's 4 s rhythm. `listen` values of `""` or `"off"` switch a server off.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,11 @@ from shared.bus import NatsSettings
 class DnsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     listen: str | None = None  # HOST:PORT for UDP and TCP; None: no DNS server
     ttl_secs: int = 60
-    soa_email: str = "hostmaster"
+    soa_email: str = "hostmaster"  # local part of the SOA RNAME, inside each zone
+    soa_mname: str = "ns"  # label of the primary name server named in each zone's SOA
+    a_record_expiry_secs: float = 120.0  # a SetDnsRecord A not refreshed this long is dropped
+    txt_record_expiry_secs: float = 600.0  # each TXT value lives this long after its last write
+    tcp_idle_secs: float = 10.0  # a TCP client silent this long is disconnected
 
 
 class ControllerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -22,10 +31,30 @@ class ControllerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     heartbeat_secs: float = 4.0
     fresh_heartbeats: int = 3  # a drone not heard for this many heartbeats takes no backends
     lost_after_secs: float = 30.0  # a drone silent this long is Lost, and so are its backends
+    forget_lost_after_secs: float = 3600.0  # a Lost drone leaves the listing after this long
+    warmup_secs: float | None = None  # listen to heartbeats this long before scheduling
     spawn_timeout_secs: float = 5.0
     spawn_attempts: int = 3
+    nats_timeout_secs: float = 5.0  # JetStream publishes and reads
     shutdown_grace_secs: float = 10.0
+    status_max_age_secs: float = 86400.0  # retention of the backend_status stream
+    status_max_per_subject: int = 16  # states kept per backend in that stream
     dns: DnsSettings = msgspec.field(default_factory=DnsSettings)
+
+    @property
+    def fresh_secs(self) -> float:
+        return self.heartbeat_secs * self.fresh_heartbeats
+
+    @property
+    def warmup(self) -> float:
+        return self.heartbeat_secs if self.warmup_secs is None else self.warmup_secs
+
+
+def enabled(listen: str | None) -> str | None:
+    """A listen address, or None when it is switched off."""
+    if listen is None or listen.strip().lower() in ("", "off", "none"):
+        return None
+    return listen
 
 
 ENV_ALIASES: dict[str, tuple[str, ...]] = {

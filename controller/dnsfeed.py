@@ -1,0 +1,70 @@
+"""What fills the DNS record store: drones' SetDnsRecord messages and ACME requests.
+
+Every controller hears every `cluster.*.dns.*` message (no queue group), and
+reads the `dns_record` stream (60 s of them) at start-up and after a
+reconnect. An `acme.set_dns_record` request is taken by one controller, which
+stores it as a TXT SetDnsRecord in that stream, so that every controller
+learns it; the drone gets `true` once it is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from controller.dnsrecords import ACME_CHALLENGE, BadRecord, RecordStore
+from controller.jetstream import JetStream, StoreError
+from shared import subjects, wire
+from shared.ids import InvalidId
+from shared.protocol import DnsRecordKind, SetAcmeDnsRecord, SetDnsRecord
+
+log = logging.getLogger(__name__)
+
+
+class DnsFeed:
+    def __init__(
+        self,
+        records: RecordStore,
+        store: JetStream,
+        *,
+        on_cluster: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._records = records
+        self._store = store
+        self._on_cluster = on_cluster
+        self._clock = clock
+
+    def take(self, msg: SetDnsRecord) -> bool:
+        try:
+            self._records.put(msg, self._clock())
+        except BadRecord as exc:
+            log.info("DNS record ignored: %s", exc, extra={"cluster": msg.cluster})
+            return False
+        self._on_cluster(msg.cluster)
+        return True
+
+    def take_raw(self, data: bytes) -> None:
+        """One message read back from the stream; a bad one is skipped."""
+        try:
+            self.take(wire.decode(SetDnsRecord, data))
+        except wire.InvalidMessage as exc:
+            log.debug("unreadable DNS record in the stream: %s", exc)
+
+    async def on_record(self, msg: SetDnsRecord, subject: str) -> None:
+        self.take(msg)
+
+    async def handle_acme(self, msg: SetAcmeDnsRecord, subject: str) -> bool:
+        record = SetDnsRecord(
+            cluster=msg.cluster, kind=DnsRecordKind.TXT, name=ACME_CHALLENGE, value=msg.value
+        )
+        if not self.take(record):
+            return False
+        try:
+            subject_out = subjects.dns_record(msg.cluster, DnsRecordKind.TXT.value)
+            await self._store.publish(subjects.DNS_RECORD_STREAM, subject_out, wire.encode(record))
+        except (StoreError, InvalidId) as exc:
+            log.warning("ACME record not stored: %s", exc, extra={"cluster": msg.cluster})
+            return False
+        return True

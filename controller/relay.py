@@ -1,0 +1,127 @@
+"""Backend states, from drones into the `backend_status` stream.
+
+A drone's `UpdateBackendStateMessage` is stored as a `BackendStateMessage`
+(with the drone, so an index can be rebuilt from the stream alone) and only
+then acknowledged with `null`: a drone whose update was not stored gets an
+`InvalidRequest` reply saying why and sends it again. Each update is stored
+with a message ID made of backend, state and time, so a resent update is not
+stored twice.
+
+When a drone is Lost, each of its live backends is stored as `Lost`. Every
+controller sees the drone go silent, so each publishes; the message ID
+(backend and the time of the state being replaced, which all controllers read
+from the same stream) lets JetStream keep only the first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from controller.index import BackendIndex, Entry
+from controller.jetstream import JetStream, StoreError
+from controller.metrics import ControllerMetrics, RelayOutcome
+from shared import subjects, wire
+from shared.ids import InvalidId, cluster_token
+from shared.protocol import (
+    BackendState,
+    BackendStateMessage,
+    ScheduleReply,
+    UpdateBackendStateMessage,
+    invalid_request,
+    utc_now,
+)
+
+log = logging.getLogger(__name__)
+
+_WARN_EVERY_SECS = 10.0
+
+
+class StateRelay:
+    def __init__(self, store: JetStream, index: BackendIndex, metrics: ControllerMetrics) -> None:
+        self._store = store
+        self._index = index
+        self._metrics = metrics
+        self._last_warning = float("-inf")
+
+    async def handle_update(
+        self, msg: UpdateBackendStateMessage, subject: str
+    ) -> ScheduleReply | None:
+        problem = _subject_problem(msg, subject)
+        if problem is not None:
+            self._metrics.backend_updates[RelayOutcome.INVALID].inc()
+            log.info("backend update refused: %s", problem, extra={"backend": msg.backend})
+            return invalid_request(problem)
+        state = BackendStateMessage(
+            cluster=msg.cluster,
+            state=msg.state,
+            backend=msg.backend,
+            time=msg.time,
+            drone=msg.drone,
+        )
+        msg_id = f"{msg.backend}:{msg.state.value}:{msg.time.isoformat()}"
+        try:
+            await self._store.publish(
+                subjects.BACKEND_STATUS_STREAM,
+                subjects.backend_status(msg.backend),
+                wire.encode(state),
+                msg_id,
+            )
+        except StoreError as exc:
+            self._metrics.backend_updates[RelayOutcome.FAILED].inc()
+            self._warn("backend update not stored: %s", exc, backend=msg.backend)
+            return invalid_request(f"not stored, send again: {exc}")
+        self._metrics.backend_updates[RelayOutcome.STORED].inc()
+        self._index.apply(state)
+        return None
+
+    async def publish_lost(self, drone: str) -> int:
+        """Store `Lost` for every live backend of a lost drone; returns how many were new."""
+        published = 0
+        for entry in self._index.live_on(drone):
+            lost = BackendStateMessage(
+                cluster=entry.cluster,
+                state=BackendState.LOST,
+                backend=entry.backend,
+                time=utc_now(),
+                drone=drone,
+            )
+            try:
+                fresh = await self._store.publish(
+                    subjects.BACKEND_STATUS_STREAM,
+                    subjects.backend_status(entry.backend),
+                    wire.encode(lost),
+                    _lost_id(entry),
+                )
+            except StoreError as exc:
+                self._warn("Lost state not stored: %s", exc, backend=entry.backend)
+                continue
+            self._index.apply(lost)
+            self._metrics.lost_backends["stored" if fresh else "duplicate"].inc()
+            if fresh:
+                published += 1
+                log.info(
+                    "backend lost with its drone",
+                    extra={"backend": entry.backend, "drone": drone},
+                )
+        return published
+
+    def _warn(self, text: str, exc: StoreError, *, backend: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY_SECS:
+            self._last_warning = now
+            log.warning(text, exc, extra={"backend": backend})
+
+
+def _lost_id(entry: Entry) -> str:
+    return f"lost:{entry.backend}:{entry.time.isoformat()}"
+
+
+def _subject_problem(msg: UpdateBackendStateMessage, subject: str) -> str | None:
+    try:
+        cluster = cluster_token(msg.cluster)
+    except InvalidId as exc:
+        return f"cluster: {exc}"
+    if subjects.token_at(subject, 1) != cluster or subjects.token_at(subject, 3) != msg.backend:
+        return f"cluster and backend do not match the subject {subject!r}"
+    return None

@@ -1,0 +1,173 @@
+"""The schedule handler: validate a request, pick a drone, hand it the backend, answer.
+
+Each request runs as its own task (the endpoint is concurrent), so a slow
+drone delays only the requests it was offered. The choice itself is
+synchronous and counts the backend against the drone at once, so a burst of
+requests spreads over the drones instead of piling onto the one that looked
+emptiest when the burst began.
+
+A request is tried on up to `attempts` drones, best first: a drone that
+refuses or does not answer within `spawn_timeout` is passed over for the
+next. When none accepts, the answer is `"NoDroneAvailable"`.
+
+A client-chosen `backend_id` that the index holds as live (see
+`controller.index`) is refused with `InvalidRequest`. The ID is reserved in
+the index before the first drone is asked, so a concurrent second request for
+it is refused too; the reservation is dropped if no drone takes the backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+import time
+from collections.abc import Callable
+
+from controller.index import BackendIndex
+from controller.metrics import ControllerMetrics, ScheduleOutcome
+from controller.registry import DroneRegistry, SpawnOutcome
+from shared import bus, subjects
+from shared.ids import cluster_token, is_valid_cluster, new_id
+from shared.protocol import (
+    NO_DRONE_AVAILABLE,
+    ScheduleRequest,
+    ScheduleResponse,
+    SpawnRequest,
+    invalid_request,
+    scheduled,
+    utc_now,
+)
+
+log = logging.getLogger(__name__)
+
+TOKEN_ALPHABET = string.ascii_letters + string.digits
+TOKEN_LENGTH = 30
+
+
+def bearer_token() -> str:
+    """A 30-character alphanumeric token from the operating system's secure source."""
+    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
+
+
+class Scheduler:
+    def __init__(
+        self,
+        nc: bus.NatsClient,
+        registry: DroneRegistry,
+        index: BackendIndex,
+        metrics: ControllerMetrics,
+        *,
+        spawn_timeout: float,
+        attempts: int,
+        on_cluster: Callable[[str], None] = lambda cluster: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._nc = nc
+        self._registry = registry
+        self._index = index
+        self._metrics = metrics
+        self._spawn_timeout = spawn_timeout
+        self._attempts = max(1, attempts)
+        self._on_cluster = on_cluster
+        self._clock = clock
+
+    async def handle(self, request: ScheduleRequest, subject: str) -> ScheduleResponse:
+        started = time.perf_counter()
+        outcome = ScheduleOutcome.ERROR
+        try:
+            reply, outcome = await self._schedule(request, subject)
+        finally:
+            self._metrics.schedule_requests[outcome].inc()
+            self._metrics.schedule_seconds.observe(time.perf_counter() - started)
+        return reply
+
+    async def _schedule(
+        self, request: ScheduleRequest, subject: str
+    ) -> tuple[ScheduleResponse, ScheduleOutcome]:
+        cluster = request.cluster
+        problem = self._cluster_problem(cluster, subject)
+        if problem is not None:
+            return invalid_request(problem), ScheduleOutcome.INVALID
+        backend_id = request.backend_id or new_id()
+        in_the_way = self._index.reserve(backend_id, cluster, utc_now())
+        if in_the_way is not None:
+            message = (
+                f"backend_id: {backend_id!r} is already live in cluster "
+                f"{in_the_way.cluster} (state {in_the_way.state.value})"
+            )
+            return invalid_request(message), ScheduleOutcome.INVALID
+        self._on_cluster(cluster)
+        token = bearer_token() if request.require_bearer_token else None
+        tried: list[str] = []
+        try:
+            for _ in range(self._attempts):
+                drone = self._registry.choose(cluster, self._clock(), tried)
+                if drone is None:
+                    break
+                tried.append(drone)
+                self._index.assign(backend_id, drone)
+                if await self._offer(drone, request, backend_id, token):
+                    return scheduled(drone, backend_id, token), ScheduleOutcome.SCHEDULED
+        except BaseException:
+            self._index.release(backend_id)
+            raise
+        self._index.release(backend_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "no drone took backend %s after %d offer(s)",
+                backend_id,
+                len(tried),
+                extra={"backend": backend_id, "cluster": cluster},
+            )
+        return NO_DRONE_AVAILABLE, ScheduleOutcome.NO_DRONE
+
+    def _cluster_problem(self, cluster: str, subject: str) -> str | None:
+        if not is_valid_cluster(cluster):
+            return f"cluster: {cluster!r} is not a domain name (optionally with :port)"
+        token = subjects.token_at(subject, 1)
+        if token != cluster_token(cluster):
+            return f"cluster: {cluster!r} does not match the subject {subject!r}"
+        if not self._registry.serves(cluster):
+            return f"cluster: this controller does not serve {cluster!r}"
+        return None
+
+    async def _offer(
+        self, drone: str, request: ScheduleRequest, backend_id: str, token: str | None
+    ) -> bool:
+        """Ask one drone to run the backend; the registry learns how it went."""
+        spawn = SpawnRequest(
+            cluster=request.cluster,
+            drone_id=drone,
+            backend_id=backend_id,
+            max_idle_secs=request.max_idle_secs,
+            metadata=request.metadata,
+            executable=request.executable,
+            bearer_token=token,
+        )
+        outcome = SpawnOutcome.FAILED
+        try:
+            outcome = await self._spawn(drone, spawn)
+        finally:
+            self._registry.spawn_result(drone, outcome, self._clock())
+            self._metrics.spawn_attempts[outcome].inc()
+        return outcome is SpawnOutcome.ACCEPTED
+
+    async def _spawn(self, drone: str, spawn: SpawnRequest) -> SpawnOutcome:
+        extra = {"drone": drone, "backend": spawn.backend_id}
+        try:
+            accepted = await bus.request(
+                self._nc, subjects.drone_spawn(drone), spawn, bool, timeout=self._spawn_timeout
+            )
+        except (bus.RequestTimeout, bus.NoResponders) as exc:
+            log.warning("drone did not take a spawn request: %s", exc, extra=extra)
+            return SpawnOutcome.UNREACHABLE
+        except bus.BadReply as exc:
+            log.warning("drone answered a spawn request strangely: %s", exc, extra=extra)
+            return SpawnOutcome.REFUSED
+        except bus.BusUnavailable as exc:
+            log.warning("spawn request not sent: %s", exc, extra=extra)
+            return SpawnOutcome.FAILED
+        if not accepted and log.isEnabledFor(logging.DEBUG):
+            log.debug("drone refused the backend", extra=extra)
+        return SpawnOutcome.ACCEPTED if accepted else SpawnOutcome.REFUSED
