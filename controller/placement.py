@@ -27,6 +27,11 @@ class LoadQueue:
     def __len__(self) -> int:
         return len(self._live)
 
+    @property
+    def heap_size(self) -> int:
+        """Entries held, stale ones included (bounded by compaction)."""
+        return len(self._heap)
+
     def __contains__(self, drone: object) -> bool:
         return drone in self._live
 

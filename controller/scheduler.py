@@ -74,13 +74,20 @@ class Scheduler:
 
     async def handle(self, request: ScheduleRequest, subject: str) -> ScheduleResponse:
         started = time.perf_counter()
-        outcome = ScheduleOutcome.ERROR
         try:
             reply, outcome = await self._schedule(request, subject)
-        finally:
-            self._metrics.schedule_requests[outcome].inc()
-            self._metrics.schedule_seconds.observe(time.perf_counter() - started)
+        except Exception as exc:
+            log.exception("schedule request failed", extra={"cluster": request.cluster})
+            reply = invalid_request(f"internal error: {type(exc).__name__}")
+            outcome = ScheduleOutcome.ERROR
+        self._metrics.schedule_requests[outcome].inc()
+        self._metrics.schedule_seconds.observe(time.perf_counter() - started)
         return reply
+
+    def undecodable(self, message: str) -> ScheduleResponse:
+        """The answer to a request that did not decode (counted as invalid)."""
+        self._metrics.schedule_requests[ScheduleOutcome.INVALID].inc()
+        return invalid_request(message)
 
     async def _schedule(
         self, request: ScheduleRequest, subject: str

@@ -193,12 +193,24 @@ class Controller:
             await feed(subject, SetDnsRecord, self._dns_feed.on_record)
 
     async def _subscribe_work(self, nc: bus.NatsClient, scheduler: Scheduler) -> None:
-        async def work(subject: str, kind: Any, handler: Any) -> None:
-            endpoint = await bus.serve(nc, subject, kind, handler, queue=subjects.CONTROLLER_QUEUE)
+        async def work(
+            subject: str,
+            kind: Any,
+            handler: Any,
+            error_reply: Callable[[str], Any] = bus.invalid_reply,
+        ) -> None:
+            endpoint = await bus.serve(
+                nc,
+                subject,
+                kind,
+                handler,
+                queue=subjects.CONTROLLER_QUEUE,
+                error_reply=error_reply,
+            )
             self._work.append(endpoint)
 
         for subject in self._per_cluster(subjects.schedule, subjects.SCHEDULE_ALL):
-            await work(subject, ScheduleRequest, scheduler.handle)
+            await work(subject, ScheduleRequest, scheduler.handle, scheduler.undecodable)
         relay = self._per_cluster(
             lambda c: subjects.update_backend_state(c, "*"), subjects.BACKEND_STATUS_ALL
         )

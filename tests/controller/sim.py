@@ -45,6 +45,7 @@ class SimDrone:
         answer: Answer = Answer.ACCEPT,
         ready: bool = True,
         state: DroneState = DroneState.READY,
+        reply_delay: float = 0.0,
     ) -> None:
         self.nc = nc
         self.drone_id = drone_id
@@ -54,6 +55,7 @@ class SimDrone:
         self.answer = answer
         self.ready = ready
         self.state = state
+        self.reply_delay = reply_delay  # a slow drone: answers spawns this late
         self.offers: list[SpawnRequest] = []  # every spawn request received
         self.accepted: list[SpawnRequest] = []
         self.offered = asyncio.Event()  # set on each offer; tests clear it
@@ -109,6 +111,8 @@ class SimDrone:
         self.offered.set()
         if self.answer is Answer.SILENT:
             return
+        if self.reply_delay:
+            await asyncio.sleep(self.reply_delay)
         accept = self.answer is Answer.ACCEPT
         if accept:
             self.accepted.append(request)

@@ -69,7 +69,7 @@ async def test_a_controller_for_some_clusters_ignores_others(
     # rather than a wrong answer from a controller that does not serve it.
     request = ScheduleRequest(cluster="elsewhere.test", executable=Executable(image="i"))
     with pytest.raises(bus.NoResponders):
-        await bus.request(nc, subjects.schedule("elsewhere.test"), request, object, timeout=5)
+        await bus.request(nc, subjects.schedule("elsewhere.test"), request, Any, timeout=5)
     assert theirs.offers == []
     good = await raw_schedule(nc, json.dumps(VALID).encode())
     assert good["Scheduled"]["drone"] == ours.drone_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
+from typing import Any
 
 from nats.js.api import DeliverPolicy
 
@@ -145,7 +146,7 @@ async def test_a_restarted_controller_lists_the_same_live_backends(
     request = ScheduleRequest(
         cluster=CLUSTER, backend_id="b-ready", executable=Executable(image="i")
     )
-    reply = await bus.request(nc, subjects.schedule(CLUSTER), request, object, timeout=5)
+    reply = await bus.request(nc, subjects.schedule(CLUSTER), request, dict[str, Any], timeout=5)
     assert "already live" in reply["InvalidRequest"]["message"]
 
 
@@ -243,7 +244,7 @@ async def test_a_drone_that_comes_back_is_a_candidate_again(
     drone.resume_heartbeats()
     await wait_drones_ready(nc, CLUSTER, drone)
     request = ScheduleRequest(cluster=CLUSTER, executable=Executable(image="i"))
-    reply = await bus.request(nc, subjects.schedule(CLUSTER), request, object, timeout=5)
+    reply = await bus.request(nc, subjects.schedule(CLUSTER), request, dict[str, Any], timeout=5)
     assert reply["Scheduled"]["drone"] == drone.drone_id
 
 
