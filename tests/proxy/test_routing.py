@@ -47,10 +47,10 @@ async def test_host_is_forwarded_and_forwarding_headers_are_set(
             },
         )
     assert response.status_code == 200
-    seen = response.text.lower()
+    seen = response.text.lower().replace("\r\n", "\n")  # the head as the backend got it
     assert f"host: {host}".lower() in seen
     assert "x-forwarded-for: 198.51.100.7, 127.0.0.1" in seen
-    assert "x-forwarded-proto: http\r\n" in seen
+    assert "x-forwarded-proto: http\n" in seen
     assert f"x-forwarded-host: {host}".lower() in seen
     assert "x-custom: kept" in seen
     assert "x-hop" not in seen
