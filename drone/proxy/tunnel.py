@@ -39,8 +39,8 @@ class _End(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self.eof = True
         peer = self.peer
-        if peer.eof or not peer.transport.can_write_eof():
-            peer.transport.close()
+        if peer.eof or not peer.transport.can_write_eof() or not self.transport.can_write_eof():
+            peer.transport.close()  # no half-close over TLS: both directions end
             return None
         peer.transport.write_eof()
         return True  # half-closed: the other direction keeps flowing
