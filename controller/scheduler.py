@@ -71,6 +71,7 @@ class Scheduler:
         self._attempts = max(1, attempts)
         self._on_cluster = on_cluster
         self._clock = clock
+        self._cluster_checked: dict[tuple[str, str], str | None] = {}
 
     async def handle(self, request: ScheduleRequest, subject: str) -> ScheduleResponse:
         started = time.perf_counter()
@@ -130,6 +131,18 @@ class Scheduler:
         return NO_DRONE_AVAILABLE, ScheduleOutcome.NO_DRONE
 
     def _cluster_problem(self, cluster: str, subject: str) -> str | None:
+        """Why this cluster cannot be scheduled here (None: it can). Remembered per subject."""
+        key = (cluster, subject)
+        try:
+            return self._cluster_checked[key]
+        except KeyError:
+            pass
+        if len(self._cluster_checked) >= 4096:  # bounded: bad input must not grow it forever
+            self._cluster_checked.clear()
+        problem = self._cluster_checked[key] = self._check_cluster(cluster, subject)
+        return problem
+
+    def _check_cluster(self, cluster: str, subject: str) -> str | None:
         if not is_valid_cluster(cluster):
             return f"cluster: {cluster!r} is not a domain name (optionally with :port)"
         token = subjects.token_at(subject, 1)

@@ -71,6 +71,7 @@ from shared.protocol import (
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_SECS = 60.0
+YIELD_EVERY_HEARTBEATS = 32
 
 
 class ControllerError(Exception):
@@ -117,6 +118,7 @@ class Controller:
         self._dns: DnsServer | None = None
         self._metrics_server: metrics.MetricsServer | None = None
         self._stopping = False
+        self._heartbeats = 0
 
     # --- ports, for tests and the log ---------------------------------------
 
@@ -304,6 +306,11 @@ class Controller:
         if changes:
             self.zones.note_cluster(msg.cluster)
             _log_changes(changes)
+        self._heartbeats += 1
+        if self._heartbeats % YIELD_EVERY_HEARTBEATS == 0:
+            # A burst of heartbeats is handled without awaiting anything;
+            # let schedule requests in between.
+            await asyncio.sleep(0)
 
     async def _on_register(self, msg: DroneConnectRequest, subject: str) -> None:
         changes = self.registry.register(msg, time.monotonic(), utc_now())
