@@ -6,12 +6,13 @@ controller could not start.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import sys
 
-from controller.config import ENV_ALIASES, ControllerSettings
+from controller.config import ENV_ALIASES, ControllerSettings, check
 from controller.service import Controller, ControllerError
 from shared import daemon
 from shared.config import ConfigError
@@ -26,7 +27,7 @@ def _clusters(values: list[str] | None) -> list[str] | None:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = daemon.common_parser(
         "plane-controller", "Plane controller: schedules backends onto drones."
     )
@@ -46,18 +47,29 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HOST:PORT",
         help="authoritative DNS server, UDP and TCP (env PLANE_DNS_LISTEN; default off)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def settings_from(argv: list[str] | None) -> ControllerSettings:
+    """Flags over `PLANE_*` over the `--config` file over defaults; raises `ConfigError`."""
+    args = build_parser().parse_args(argv)
+    settings = daemon.load_settings(
+        ControllerSettings,
+        args,
+        {
+            "clusters": _clusters(args.cluster),
+            "metrics_listen": args.metrics_listen,
+            "dns.listen": args.dns_listen,
+        },
+        ENV_ALIASES,
+    )
+    check(settings)
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        settings = daemon.load_settings(
-            ControllerSettings,
-            args,
-            {
-                "clusters": _clusters(args.cluster),
-                "metrics_listen": args.metrics_listen,
-                "dns.listen": args.dns_listen,
-            },
-            ENV_ALIASES,
-        )
+        settings = settings_from(argv)
     except ConfigError as exc:
         print(f"plane-controller: {exc}", file=sys.stderr)
         return 2

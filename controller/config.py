@@ -10,6 +10,8 @@ from __future__ import annotations
 import msgspec
 
 from shared.bus import NatsSettings
+from shared.config import ConfigError, parse_listen
+from shared.ids import is_valid_cluster
 
 
 class DnsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -55,6 +57,37 @@ def enabled(listen: str | None) -> str | None:
     if listen is None or listen.strip().lower() in ("", "off", "none"):
         return None
     return listen
+
+
+def check(settings: ControllerSettings) -> None:
+    """Refuse settings that would fail later, naming the key; raises `ConfigError`."""
+    for cluster in settings.clusters:
+        if not is_valid_cluster(cluster):
+            raise ConfigError(f"clusters: {cluster!r} is not a domain name (optionally :port)")
+    for key, listen in (
+        ("metrics_listen", settings.metrics_listen),
+        ("dns.listen", settings.dns.listen),
+    ):
+        address = enabled(listen)
+        if address is not None:
+            try:
+                parse_listen(address)
+            except ConfigError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+    positive = {
+        "heartbeat_secs": settings.heartbeat_secs,
+        "fresh_heartbeats": settings.fresh_heartbeats,
+        "lost_after_secs": settings.lost_after_secs,
+        "spawn_timeout_secs": settings.spawn_timeout_secs,
+        "spawn_attempts": settings.spawn_attempts,
+        "nats_timeout_secs": settings.nats_timeout_secs,
+        "status_max_age_secs": settings.status_max_age_secs,
+        "status_max_per_subject": settings.status_max_per_subject,
+        "dns.tcp_idle_secs": settings.dns.tcp_idle_secs,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be more than 0, got {value}")
 
 
 ENV_ALIASES: dict[str, tuple[str, ...]] = {

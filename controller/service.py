@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 import nats.errors
 
-from controller.config import ControllerSettings, enabled
+from controller.config import ControllerSettings, check, enabled
 from controller.dns import DnsServer
 from controller.dnsanswer import Soa
 from controller.dnsfeed import DnsFeed
@@ -54,7 +54,7 @@ from controller.registry import (
 from controller.relay import StateRelay
 from controller.scheduler import Scheduler
 from shared import bus, metrics, subjects, wire
-from shared.ids import is_valid_cluster
+from shared.config import ConfigError
 from shared.protocol import (
     BackendInfo,
     BackendStateMessage,
@@ -86,10 +86,11 @@ class Controller:
     def __init__(self, settings: ControllerSettings, *, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.metrics = ControllerMetrics()
+        try:
+            check(settings)
+        except ConfigError as exc:
+            raise ControllerError(str(exc)) from None
         clusters = list(dict.fromkeys(settings.clusters))
-        bad = [c for c in clusters if not is_valid_cluster(c)]
-        if bad:
-            raise ControllerError(f"clusters: {bad[0]!r} is not a domain name (optionally :port)")
         self.clusters = clusters
         self.registry = DroneRegistry(
             fresh_secs=settings.fresh_secs,

@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
+from controller.__main__ import settings_from
+from controller.config import enabled
 from shared import bus, subjects
+from shared.config import ConfigError
 from shared.protocol import BackendState, Executable, ScheduleRequest
 from tests.controller.conftest import CLUSTER, StartController
 from tests.controller.sim import SimDrone, eventually, list_drones, wait_drones_ready
@@ -81,23 +84,54 @@ async def test_the_process_serves_and_stops_cleanly_on_sigterm(
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--metrics-listen", "nowhere"], "is not HOST:PORT"),
-        (["--cluster", "bad cluster"], "is not a domain name"),
+        (["--metrics-listen", "nowhere"], "metrics_listen: 'nowhere' is not HOST:PORT"),
+        (["--dns-listen", "1.2.3.4"], "dns.listen: '1.2.3.4' is not HOST:PORT"),
+        (
+            ["--cluster", "bad cluster"],
+            "clusters: 'bad cluster' is not a domain name (optionally :port)",
+        ),
     ],
 )
-async def test_bad_settings_exit_with_a_clear_message(
-    nats_server: NatsServer, args: list[str], says: str
-) -> None:
+async def test_bad_settings_exit_with_a_clear_message(args: list[str], says: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        PLANE_CONTROLLER,
-        "--nats",
-        nats_server.url,
-        *args,
-        stderr=asyncio.subprocess.PIPE,
+        PLANE_CONTROLLER, *args, stderr=asyncio.subprocess.PIPE
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode in (1, 2)
-    assert says in err.decode()
+    assert proc.returncode == 2
+    assert err.decode() == f"plane-controller: {says}\n"
+
+
+def test_settings_come_from_file_then_environment_then_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "controller.toml"
+    config.write_text(
+        'clusters = ["file.test"]\nheartbeat_secs = 2.0\n[dns]\nttl_secs = 30\n'
+        'listen = "127.0.0.1:5353"\n'
+    )
+    monkeypatch.setenv("PLANE_HEARTBEAT_SECS", "0.5")
+    monkeypatch.setenv("PLANE_DNS_LISTEN", "127.0.0.1:5354")
+    monkeypatch.setenv("PLANE_CLUSTER", "env.test")
+    monkeypatch.setenv("PLANE_IP", "192.0.2.1")  # the drone's: ignored here
+    settings = settings_from(
+        [
+            "--config", str(config),
+            "--cluster", "a.test,b.test",
+            "--cluster", "c.test",
+            "--metrics-listen", "off",
+            "--nats", "nats://one:4222,nats://two:4222",
+        ]
+    )  # fmt: skip
+    assert settings.clusters == ["a.test", "b.test", "c.test"]
+    assert settings.heartbeat_secs == 0.5
+    assert (settings.dns.listen, settings.dns.ttl_secs) == ("127.0.0.1:5354", 30)
+    assert enabled(settings.metrics_listen) is None
+    assert settings.nats.servers == ["nats://one:4222", "nats://two:4222"]
+    monkeypatch.delenv("PLANE_CLUSTER")
+    assert settings_from(["--config", str(config)]).clusters == ["file.test"]
+    monkeypatch.setenv("PLANE_SPAWN_ATTEMPTS", "0")
+    with pytest.raises(ConfigError, match="spawn_attempts: must be more than 0"):
+        settings_from([])
 
 
 async def test_an_unknown_config_key_is_refused(tmp_path: Path) -> None:
