@@ -16,7 +16,7 @@ from collections.abc import Callable
 from controller.dnsrecords import ACME_CHALLENGE, BadRecord, RecordStore
 from controller.jetstream import JetStream, StoreError
 from shared import subjects, wire
-from shared.ids import InvalidId
+from shared.ids import InvalidId, is_valid_cluster
 from shared.protocol import DnsRecordKind, SetAcmeDnsRecord, SetDnsRecord
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ class DnsFeed:
         self._clock = clock
 
     def take(self, msg: SetDnsRecord) -> bool:
+        if not is_valid_cluster(msg.cluster):
+            log.info("DNS record for a cluster that is not a domain name ignored: %r", msg.cluster)
+            return False
         try:
             self._records.put(msg, self._clock())
         except BadRecord as exc:

@@ -211,3 +211,23 @@ async def test_garbage_packets_do_not_stop_the_server(
     del reader
     assert (await dig(port, CLUSTER, "SOA")).status == "NOERROR"
     assert (await dig(port, CLUSTER, "SOA", tcp=True)).status == "NOERROR"
+
+
+async def test_bad_records_are_refused_and_the_good_ones_still_served(
+    nc: bus.NatsClient, port: int, make_drone: MakeDrone
+) -> None:
+    await make_drone()
+    bad_acme = SetAcmeDnsRecord(cluster="not a cluster", value="v")
+    assert await bus.request(nc, subjects.ACME_SET_DNS_RECORD, bad_acme, bool, timeout=5) is False
+    bad_a = SetDnsRecord(cluster=CLUSTER, kind=DnsRecordKind.A, name="bad", value="not-an-ip")
+    await bus.publish(nc, subjects.dns_record(CLUSTER, "A"), bad_a)
+    await nc.publish(subjects.dns_record(CLUSTER, "A"), b"{broken")
+    good = SetDnsRecord(cluster=CLUSTER, kind=DnsRecordKind.A, name="good", value="198.51.100.3")
+    await bus.publish(nc, subjects.dns_record(CLUSTER, "A"), good)
+
+    async def good_served() -> bool:
+        return (await dig(port, f"good.{CLUSTER}")).data("A") == ["198.51.100.3"]
+
+    # Published after the bad ones on the same connection: once it is served, they were seen.
+    await eventually(good_served, what="the good record")
+    assert (await dig(port, f"bad.{CLUSTER}")).status == "NXDOMAIN"
