@@ -39,7 +39,7 @@ async def test_502_when_the_backend_resets(
     dying = await start_backend()
     proxy.routes.set_ready(dying.id, dying.ip, dying.port, None)
     async with proxy.client() as client:
-        response = await client.get("/exit/3", headers={"Host": proxy.host(dying.id)})
+        response = await client.get("/crash/3", headers={"Host": proxy.host(dying.id)})
     assert response.status_code == 502
     assert proxy.activity.active(dying.id) == 0
     await assert_still_serving(proxy, backend)
