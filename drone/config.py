@@ -6,9 +6,13 @@ Sections: top level (identity, NATS, state), `[docker]` (how backends run),
 
 from __future__ import annotations
 
+import ipaddress
+
 import msgspec
 
 from shared.bus import NatsSettings
+from shared.config import ConfigError, parse_listen
+from shared.ids import is_valid_cluster, subject_token_ok
 
 
 class DockerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -17,19 +21,26 @@ class DockerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     runtime: str | None = None  # e.g. "runsc"; None: the engine's default
     allow_volume_mounts: bool = False
     extra_labels: dict[str, str] = {}  # added to every container (tests label theirs)
+    api_timeout_secs: float = 30.0  # any one Docker API call (create, start, inspect, remove)
+    pull_timeout_secs: float = 600.0  # one image pull, start to finish
+    check_secs: float = 1.0  # how often an unreachable engine is tried again
 
 
 class AgentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_backends: int = 1000
     ready_timeout_secs: float = 60.0
-    ready_probe_interval_secs: float = 0.05
+    ready_probe_interval_secs: float = 0.05  # the longest pause between readiness probes
+    ready_probe_timeout_secs: float = 1.0  # each probe's own connect-and-answer limit
     heartbeat_secs: float = 4.0
     stats_secs: float = 10.0
     dns_refresh_secs: float = 50.0
     reconcile_secs: float = 5.0
     sweep_interval_secs: float = 0.25
     terminate_on_shutdown: bool = False
-    stop_timeout_secs: int = 10
+    stop_timeout_secs: int = 10  # SIGTERM grace before Docker kills a stopped backend
+    status_timeout_secs: float = 5.0  # one state update's wait for the controller's answer
+    status_retry_max_secs: float = 5.0  # the longest pause between retries of a state update
+    log_line_max_bytes: int = 16 * 1024  # longer container output lines are split
 
 
 class ProxySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -69,4 +80,59 @@ class DroneSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 ENV_ALIASES: dict[str, tuple[str, ...]] = {
     "proxy_listen": ("proxy", "listen"),
     "docker_network": ("docker", "network"),
+    "docker_socket": ("docker", "socket"),
 }
+
+
+def enabled(listen: str | None) -> str | None:
+    """A listen address, or None when it is switched off (`""`, `"off"`, `"none"`)."""
+    if listen is None or listen.strip().lower() in ("", "off", "none"):
+        return None
+    return listen
+
+
+def check(settings: DroneSettings) -> None:
+    """Refuse settings that would fail later, naming the key; raises `ConfigError`."""
+    if not is_valid_cluster(settings.cluster):
+        raise ConfigError(f"cluster: {settings.cluster!r} is not a domain name (optionally :port)")
+    if settings.drone_id is not None and not subject_token_ok(settings.drone_id):
+        raise ConfigError(f"drone_id: {settings.drone_id!r} cannot stand in a NATS subject")
+    if settings.ip is not None:
+        try:
+            ipaddress.ip_address(settings.ip)
+        except ValueError:
+            raise ConfigError(f"ip: {settings.ip!r} is not an IP address") from None
+    for key, listen in (
+        ("metrics_listen", enabled(settings.metrics_listen)),
+        ("proxy.listen", settings.proxy.listen),
+    ):
+        if listen is not None:
+            try:
+                parse_listen(listen)
+            except ConfigError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+    agent = settings.agent
+    positive = {
+        "agent.max_backends": agent.max_backends,
+        "agent.ready_timeout_secs": agent.ready_timeout_secs,
+        "agent.ready_probe_interval_secs": agent.ready_probe_interval_secs,
+        "agent.ready_probe_timeout_secs": agent.ready_probe_timeout_secs,
+        "agent.heartbeat_secs": agent.heartbeat_secs,
+        "agent.stats_secs": agent.stats_secs,
+        "agent.dns_refresh_secs": agent.dns_refresh_secs,
+        "agent.reconcile_secs": agent.reconcile_secs,
+        "agent.sweep_interval_secs": agent.sweep_interval_secs,
+        "agent.status_timeout_secs": agent.status_timeout_secs,
+        "agent.status_retry_max_secs": agent.status_retry_max_secs,
+        "agent.log_line_max_bytes": agent.log_line_max_bytes,
+        "docker.api_timeout_secs": settings.docker.api_timeout_secs,
+        "docker.pull_timeout_secs": settings.docker.pull_timeout_secs,
+        "docker.check_secs": settings.docker.check_secs,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be more than 0, got {value}")
+    if agent.stop_timeout_secs < 0:
+        raise ConfigError(
+            f"agent.stop_timeout_secs: must be 0 or more, got {agent.stop_timeout_secs}"
+        )

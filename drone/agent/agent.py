@@ -1,0 +1,549 @@
+"""The drone agent: presence, spawns, and the loops that watch every backend.
+
+Per backend the work is done by a `BackendRunner`; the agent owns what spans
+backends:
+
+- presence: `DroneConnectRequest` at start (and after a NATS reconnect), a
+  `DroneStatusMessage` every `heartbeat_secs` and on every change of what it
+  says, the drain flag (kept in the state directory, so it survives restarts);
+- spawn requests, answered after validation and before any Docker call;
+- one Docker events stream for the exits of this drone's containers;
+- maintenance: start-up recovery from container labels, then a periodic
+  reconcile against Docker (exits the events stream missed, containers that
+  vanished, leftovers without a runner), which doubles as the health check of
+  the engine;
+- the idle sweeper and the DNS refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+from drone.agent import spec, statedir
+from drone.agent.docker_runtime import (
+    ContainerInfo,
+    DockerRuntime,
+    DockerRuntimeError,
+    DockerUnavailable,
+    ExitEvent,
+    StreamRestarted,
+)
+from drone.agent.metrics import AgentMetrics, SpawnOutcome
+from drone.agent.presence import Presence
+from drone.agent.reporter import StatusReporter
+from drone.agent.runner import BackendRunner, Identity, Services, publish
+from drone.agent.state import (
+    Adopted,
+    ContainerExited,
+    DockerFailed,
+    IdleSwept,
+    Spawned,
+    TerminateRequested,
+)
+from drone.config import DroneSettings
+from drone.routes import ActivityTracker, RouteTable, sweep_due
+from shared import bus, subjects
+from shared.protocol import (
+    BackendState,
+    DrainDrone,
+    DroneConnectRequest,
+    DroneState,
+    DroneStatusMessage,
+    SpawnRequest,
+    TerminationRequest,
+)
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+TERMINATE_REPLY_WAIT_SECS = 5.0  # a terminate request is answered once the state is decided
+STREAM_TIMEOUT_SECS = 5.0
+LOG_STREAM_MAX_PER_SUBJECT = 500
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: DroneSettings,
+        *,
+        nc: bus.NatsClient,
+        routes: RouteTable,
+        activity: ActivityTracker,
+        metrics: AgentMetrics,
+        drone_id: str,
+        ip: str,
+    ) -> None:
+        self.settings = settings
+        self.drone_id = drone_id
+        self.ip = ip
+        self.metrics = metrics
+        self.state_dir = Path(settings.state_dir)
+        self.runtime = DockerRuntime(settings.docker, on_error=self._on_docker_error)
+        self.reporter = StatusReporter(
+            nc,
+            metrics,
+            timeout=settings.agent.status_timeout_secs,
+            retry_max_secs=settings.agent.status_retry_max_secs,
+        )
+        self.services = Services(
+            settings=settings,
+            drone_id=drone_id,
+            ip=ip,
+            nc=nc,
+            runtime=self.runtime,
+            routes=routes,
+            activity=activity,
+            reporter=self.reporter,
+            metrics=metrics,
+            host_memory_bytes=lambda: self._host_memory,
+        )
+        self._nc = nc
+        self._runners: dict[str, BackendRunner] = {}
+        self._runner_tasks: dict[str, asyncio.Task[None]] = {}
+        self._terminate_endpoints: dict[str, bus.Endpoint[Any]] = {}
+        self._endpoints: list[bus.Endpoint[Any]] = []
+        self._loops: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._draining = statedir.load_draining(self.state_dir)
+        self._recovered = False
+        self._docker_available = True
+        self._host_memory = 0
+        self._wake_maintenance = asyncio.Event()
+        self._stopping = False
+        self._last_said: tuple[DroneState, bool] | None = None
+
+    # --- what others read -------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def docker_available(self) -> bool:
+        return self._docker_available
+
+    def runner(self, backend_id: str) -> BackendRunner | None:
+        return self._runners.get(backend_id)
+
+    def live_runners(self) -> list[BackendRunner]:
+        return [r for r in self._runners.values() if not r.state.terminal]
+
+    def presence(self) -> Presence:
+        return Presence(
+            recovered=self._recovered,
+            draining=self._draining,
+            docker_available=self._docker_available,
+            running_backends=len(self.live_runners()),
+            max_backends=self.settings.agent.max_backends,
+        )
+
+    # --- life ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Announce, recover what runs, then take spawns; returns once spawns are taken."""
+        await self.ensure_log_stream()
+        await self.announce()
+        self._loop("heartbeat", self._heartbeat())
+        nc = self._nc
+        self._endpoints.append(
+            await bus.serve(
+                nc,
+                subjects.drain(self.settings.cluster, self.drone_id),
+                DrainDrone,
+                self._on_drain,
+            )
+        )
+        await self._maintain_once()
+        self._loop("maintenance", self._maintenance())
+        self._loop("exits", self._watch_exits())
+        self._loop("sweeper", self._sweeper())
+        self._loop("dns", self._dns_refresh())
+        self._endpoints.append(
+            await bus.serve(
+                nc,
+                subjects.drone_spawn(self.drone_id),
+                SpawnRequest,
+                self._on_spawn,
+                error_reply=lambda message: False,
+            )
+        )
+        await self._flush()
+        self._send_status_soon()
+        log.info(
+            "agent ready: %d backend(s) adopted%s",
+            len(self._runners),
+            ", draining" if self._draining else "",
+            extra={"drone": self.drone_id},
+        )
+
+    async def stop(self) -> None:
+        """Stop heartbeats and work; leave backends running unless configured otherwise."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for endpoint in self._endpoints:
+            await endpoint.stop(timeout=2.0)
+        self._endpoints.clear()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
+        agent = self.settings.agent
+        tasks = list(self._runner_tasks.values())
+        if agent.terminate_on_shutdown:
+            for runner in self.live_runners():
+                runner.post(TerminateRequested())
+            if tasks:
+                grace = agent.stop_timeout_secs + self.settings.docker.api_timeout_secs
+                await asyncio.wait(tasks, timeout=grace)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for endpoint in list(self._terminate_endpoints.values()):
+            await endpoint.stop(timeout=1.0)
+        self._terminate_endpoints.clear()
+        await self._publish_status(DroneState.STOPPED, ready=False)
+        await self.reporter.flush(timeout=2.0)
+        await self.reporter.close()
+        for task in list(self._background):
+            task.cancel()
+        await self.runtime.close()
+
+    async def _flush(self) -> None:
+        """Wait until the server has our subscriptions, so requests find them."""
+        try:
+            await self._nc.flush(timeout=math.ceil(STREAM_TIMEOUT_SECS))
+        except Exception as exc:  # NATS away: the subscriptions follow on reconnect
+            log.warning("NATS flush after subscribing: %s", exc)
+
+    def _loop(self, name: str, work: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("agent loop %s failed", name, extra={"drone": self.drone_id})
+
+        self._loops.append(asyncio.create_task(guarded(), name=f"agent-{name}"))
+
+    def _background_task(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- presence ----------------------------------------------------------------------------
+
+    async def announce(self) -> None:
+        """Tell controllers this drone exists (at start and after every NATS reconnect)."""
+        message = DroneConnectRequest(
+            drone_id=self.drone_id, cluster=self.settings.cluster, ip=self.ip
+        )
+        await publish(self._nc, subjects.DRONE_REGISTER, message)
+
+    async def ensure_log_stream(self) -> None:
+        try:
+            async with asyncio.timeout(STREAM_TIMEOUT_SECS):
+                await bus.ensure_stream(
+                    self._nc,
+                    subjects.BACKEND_LOG_STREAM,
+                    [subjects.BACKEND_LOG_STREAM_SUBJECTS],
+                    max_msgs_per_subject=LOG_STREAM_MAX_PER_SUBJECT,
+                )
+        except Exception as exc:  # JetStream errors come in many types; none may stop the drone
+            log.warning("backend_log stream not ensured (will retry on reconnect): %s", exc)
+
+    async def on_nats_reconnect(self) -> None:
+        await self.announce()
+        await self.send_status()
+        self._background_task(self.ensure_log_stream())
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await self.send_status()
+            await asyncio.sleep(self.settings.agent.heartbeat_secs)
+
+    async def send_status(self) -> None:
+        presence = self.presence()
+        self.metrics.ready.set(1 if presence.ready else 0)
+        self._last_said = (presence.state, presence.ready)
+        await self._publish_status(presence.state, ready=presence.ready)
+
+    async def _publish_status(self, state: DroneState, *, ready: bool) -> None:
+        message = DroneStatusMessage(
+            drone_id=self.drone_id,
+            cluster=self.settings.cluster,
+            drone_version=VERSION,
+            ready=ready,
+            state=state,
+            running_backends=len(self.live_runners()),
+            ip=self.ip,
+        )
+        await publish(self._nc, subjects.drone_status(self.drone_id), message)
+
+    def _send_status_soon(self) -> None:
+        """A heartbeat now, when what it would say changed (ready, state)."""
+        presence = self.presence()
+        if self._stopping or self._last_said == (presence.state, presence.ready):
+            return
+        self._background_task(self.send_status())
+
+    async def _on_drain(self, request: DrainDrone, subject: str) -> None:
+        if request.drain != self._draining:
+            self._draining = request.drain
+            try:
+                statedir.save_draining(self.state_dir, request.drain)
+            except statedir.StateDirError as exc:
+                log.error("drain flag not kept across restarts: %s", exc)
+            log.info("drain %s", "on" if request.drain else "off", extra={"drone": self.drone_id})
+        self._send_status_soon()
+        return None
+
+    # --- spawning ----------------------------------------------------------------------------
+
+    def _spawn_outcome(self, request: SpawnRequest) -> tuple[SpawnOutcome, str]:
+        if not self._recovered:
+            return SpawnOutcome.UNAVAILABLE, "still adopting existing containers"
+        if self._draining:
+            return SpawnOutcome.DRAINING, "draining"
+        if not self._docker_available:
+            return SpawnOutcome.UNAVAILABLE, "Docker is unavailable"
+        if request.backend_id in self._runners:
+            return SpawnOutcome.DUPLICATE, "this backend ID already runs here"
+        if len(self.live_runners()) >= self.settings.agent.max_backends:
+            return SpawnOutcome.FULL, f"at the limit of {self.settings.agent.max_backends}"
+        if request.drone_id != self.drone_id:
+            return SpawnOutcome.INVALID, f"addressed to drone {request.drone_id}"
+        if request.cluster != self.settings.cluster:
+            return SpawnOutcome.INVALID, f"for cluster {request.cluster}"
+        problem = spec.refusal(
+            request, allow_volume_mounts=self.settings.docker.allow_volume_mounts
+        )
+        if problem is not None:
+            return SpawnOutcome.INVALID, problem
+        return SpawnOutcome.ACCEPTED, ""
+
+    async def _on_spawn(self, request: SpawnRequest, subject: str) -> bool:
+        outcome, why = self._spawn_outcome(request)
+        self.metrics.spawn_requests.labels(outcome.value).inc()
+        extra = {"backend": request.backend_id, "drone": self.drone_id}
+        if outcome is not SpawnOutcome.ACCEPTED:
+            log.info("spawn refused: %s", why, extra=extra)
+            return False
+        identity = Identity(
+            backend_id=request.backend_id,
+            cluster=request.cluster,
+            port=spec.backend_port(request),
+            max_idle_secs=request.max_idle_secs,
+            bearer_token=request.bearer_token,
+        )
+        runner = BackendRunner(identity, self.services, spawn=request)
+        self._runners[identity.backend_id] = runner  # before any await: no duplicate slips in
+        await self._launch(runner)
+        runner.post(Spawned())
+        log.info("spawn accepted: %s", request.executable.image, extra=extra)
+        self._send_status_soon()
+        return True
+
+    async def _launch(self, runner: BackendRunner) -> None:
+        backend_id = runner.backend_id
+        self._runners[backend_id] = runner
+        try:
+            self._terminate_endpoints[backend_id] = await bus.serve(
+                self._nc,
+                subjects.terminate(runner.identity.cluster, backend_id),
+                TerminationRequest,
+                self._on_terminate,
+            )
+        except Exception as exc:  # a NATS hiccup must not stop the backend from running
+            log.warning("terminate subject not subscribed: %s", exc, extra={"backend": backend_id})
+        self._runner_tasks[backend_id] = asyncio.create_task(self._run(runner))
+        self._count_backends()
+
+    async def _run(self, runner: BackendRunner) -> None:
+        backend_id = runner.backend_id
+        try:
+            await runner.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("runner failed", extra={"backend": backend_id})
+            self.services.routes.remove(backend_id)
+            self.services.activity.forget(backend_id)
+        finally:
+            if self._runners.get(backend_id) is runner:
+                del self._runners[backend_id]
+            self._runner_tasks.pop(backend_id, None)
+            endpoint = self._terminate_endpoints.pop(backend_id, None)
+            if endpoint is not None and not self._stopping:
+                self._background_task(endpoint.stop(timeout=1.0))
+            self._count_backends()
+            self._send_status_soon()
+
+    def _count_backends(self) -> None:
+        counts: dict[BackendState, int] = {}
+        for runner in self._runners.values():
+            counts[runner.state] = counts.get(runner.state, 0) + 1
+        self.metrics.set_backends(counts)
+
+    async def _on_terminate(self, request: TerminationRequest, subject: str) -> None:
+        backend_id = subjects.token_at(subject, 3) or request.backend_id
+        runner = self._runners.get(backend_id)
+        if runner is None:
+            return None
+        log.info("termination requested", extra={"backend": backend_id, "drone": self.drone_id})
+        runner.post(TerminateRequested())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runner.terminal.wait(), TERMINATE_REPLY_WAIT_SECS)
+        self._count_backends()
+        return None
+
+    # --- watching Docker -------------------------------------------------------------------
+
+    def _on_docker_error(self, operation: str, error: DockerRuntimeError) -> None:
+        self.metrics.docker_errors.labels(operation).inc()
+        if isinstance(error, DockerUnavailable):
+            self._set_docker_available(False, str(error))
+
+    def _set_docker_available(self, available: bool, why: str = "") -> None:
+        if available == self._docker_available:
+            return
+        self._docker_available = available
+        self.metrics.docker_available.set(1 if available else 0)
+        if available:
+            log.info("Docker answers again", extra={"drone": self.drone_id})
+            self._wake_maintenance.set()
+        else:
+            log.warning("Docker is unavailable: %s", why, extra={"drone": self.drone_id})
+        self._send_status_soon()
+
+    async def _watch_exits(self) -> None:
+        async for item in self.runtime.exits(spec.LABEL_DRONE, self.drone_id):
+            if isinstance(item, StreamRestarted):
+                self._wake_maintenance.set()
+            elif isinstance(item, ExitEvent):
+                self._on_exit(item)
+
+    def _on_exit(self, event: ExitEvent) -> None:
+        backend_id = event.labels.get(spec.LABEL_BACKEND)
+        runner = self._runners.get(backend_id) if backend_id else None
+        if runner is None:
+            return
+        if runner.container_id is not None and runner.container_id != event.container_id:
+            return
+        runner.post(ContainerExited(event.exit_code))
+
+    async def _maintenance(self) -> None:
+        while True:
+            interval = (
+                self.settings.agent.reconcile_secs
+                if self._docker_available and self._recovered
+                else self.settings.docker.check_secs
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_maintenance.wait(), interval)
+            self._wake_maintenance.clear()
+            await self._maintain_once()
+
+    async def _maintain_once(self) -> None:
+        try:
+            if not self._recovered:
+                await self._recover()
+            else:
+                await self._reconcile()
+            if not self._host_memory:
+                self._host_memory = await self.runtime.host_memory_bytes()
+        except DockerRuntimeError as exc:
+            if not isinstance(exc, DockerUnavailable):
+                log.warning("reconcile with Docker failed: %s", exc)
+            return
+        self._set_docker_available(True)
+
+    async def _recover(self) -> None:
+        """Adopt this drone's containers: route running ones again, end the others."""
+        found = await self.runtime.list_labelled(spec.LABEL_DRONE, self.drone_id)
+        adopted = 0
+        for info in found:
+            adoption = spec.adoption_from_labels(info.labels, self.drone_id)
+            if adoption is None or adoption.backend_id in self._runners:
+                continue
+            await self._adopt(info, adoption)
+            adopted += 1
+        self._recovered = True
+        self._set_docker_available(True)
+        log.info("recovered %d container(s)", adopted, extra={"drone": self.drone_id})
+        self._send_status_soon()
+
+    async def _adopt(self, info: ContainerInfo, adoption: spec.Adoption) -> None:
+        identity = Identity(
+            backend_id=adoption.backend_id,
+            cluster=adoption.cluster,
+            port=adoption.port,
+            max_idle_secs=adoption.max_idle_secs,
+            bearer_token=adoption.bearer_token,
+        )
+        runner = BackendRunner(
+            identity, self.services, container_id=info.id, ip=info.ip, logs_since=time.time()
+        )
+        await self._launch(runner)
+        if info.running:
+            runner.post(Adopted())
+        elif not info.ever_started:
+            runner.post(ContainerExited(info.exit_code or 0))
+        else:
+            runner.post(Adopted(exit_code=info.exit_code or 0))
+        log.info(
+            "adopted %s container",
+            "running" if info.running else "stopped",
+            extra={"backend": adoption.backend_id, "drone": self.drone_id},
+        )
+
+    async def _reconcile(self) -> None:
+        """Catch what the events stream missed; remove containers nobody runs."""
+        found = await self.runtime.list_labelled(spec.LABEL_DRONE, self.drone_id)
+        by_id = {info.id: info for info in found}
+        for runner in list(self._runners.values()):
+            if runner.state not in (BackendState.STARTING, BackendState.READY):
+                continue
+            if runner.container_id is None:
+                continue
+            info = by_id.get(runner.container_id)
+            if info is None:
+                runner.post(DockerFailed("the container vanished"))
+            elif not info.running:
+                runner.post(ContainerExited(info.exit_code or 0))
+        for info in found:
+            backend_id = info.labels.get(spec.LABEL_BACKEND)
+            if backend_id is None or backend_id in self._runners:
+                continue
+            log.info("removing leftover container %s", info.name, extra={"backend": backend_id})
+            await self.runtime.stop_and_remove(info.id, self.settings.agent.stop_timeout_secs)
+
+    # --- sweeping and DNS ------------------------------------------------------------------
+
+    async def _sweeper(self) -> None:
+        activity = self.services.activity
+        while True:
+            await asyncio.sleep(self.settings.agent.sweep_interval_secs)
+            now = time.monotonic()
+            for runner in list(self._runners.values()):
+                if runner.state is not BackendState.READY:
+                    continue
+                idle_since = activity.idle_since(runner.backend_id)
+                if sweep_due(now, idle_since, runner.identity.max_idle_secs):
+                    runner.post_swept_once(IdleSwept())
+
+    async def _dns_refresh(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.agent.dns_refresh_secs)
+            for runner in list(self._runners.values()):
+                if runner.state is BackendState.READY:
+                    await runner.publish_dns()

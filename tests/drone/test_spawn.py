@@ -1,0 +1,140 @@
+"""Spawn requests: honest answers, container configuration, pull policies."""
+
+from __future__ import annotations
+
+import aiodocker
+
+from shared.bus import NatsClient
+from shared.protocol import BackendState, PullPolicy, ResourceLimits
+from tests.drone.conftest import (
+    ControllerSim,
+    MakeDrone,
+    backend_host,
+    containers_of,
+    proxy_client,
+    spawn,
+    spawn_raw,
+    spawn_request,
+    wait_no_container,
+)
+
+R = BackendState.READY
+
+
+async def test_refusals_are_answered_false_without_touching_docker(
+    make_drone: MakeDrone,
+    sim: ControllerSim,
+    nc: NatsClient,
+    docker: aiodocker.Docker,
+    testbackend_image: str,
+) -> None:
+    drone = await make_drone(max_backends=2)
+    first = spawn_request(drone, testbackend_image)
+    assert await spawn(nc, first) is True
+    # The same backend ID again, while it runs.
+    assert await spawn(nc, first) is False
+    # Volume mounts on a drone that does not allow them.
+    mounts = spawn_request(
+        drone, testbackend_image, volume_mounts=[{"Type": "tmpfs", "Target": "/data"}]
+    )
+    assert await spawn(nc, mounts) is False
+    # Specs that cannot run: a bad env name, a CPU period Docker refuses, another drone's.
+    bad_env = spawn_request(drone, testbackend_image, env={"A=B": "1"})
+    assert await spawn(nc, bad_env) is False
+    bad_period = spawn_request(
+        drone, testbackend_image, resource_limits=ResourceLimits(cpu_period=5)
+    )
+    assert await spawn(nc, bad_period) is False
+    elsewhere = spawn_request(drone, testbackend_image)
+    elsewhere.cluster = "other.test"
+    assert await spawn(nc, elsewhere) is False
+    # Malformed requests get `false` too, and the drone keeps serving.
+    assert await spawn_raw(nc, drone.drone_id, b"{not json") is False
+    assert await spawn_raw(nc, drone.drone_id, b'{"cluster": "drone.test"}') is False
+    second = spawn_request(drone, testbackend_image)
+    assert await spawn(nc, second) is True
+    # At the configured limit.
+    third = spawn_request(drone, testbackend_image)
+    assert await spawn(nc, third) is False
+    await sim.wait_state(first.backend_id, R)
+    await sim.wait_state(second.backend_id, R)
+    for refused in (mounts, bad_env, bad_period, elsewhere, third):
+        assert refused.backend_id not in sim.states
+        assert await containers_of(docker, refused.backend_id) == []
+    assert await containers_of(docker, first.backend_id) != []
+
+
+async def test_tmpfs_mount_and_resource_limits_reach_docker(
+    make_drone: MakeDrone,
+    sim: ControllerSim,
+    nc: NatsClient,
+    docker: aiodocker.Docker,
+    testbackend_image: str,
+) -> None:
+    drone = await make_drone(docker={"allow_volume_mounts": True})
+    request = spawn_request(
+        drone,
+        testbackend_image,
+        volume_mounts=[{"Type": "tmpfs", "Target": "/data"}],
+        resource_limits=ResourceLimits(
+            cpu_period=1, cpu_period_percent=50, cpu_time_limit=30, memory_limit_bytes=64 << 20
+        ),
+    )
+    assert await spawn(nc, request) is True
+    b = request.backend_id
+    await sim.wait_state(b, R)
+    [container_id] = await containers_of(docker, b)
+    info = await docker.containers.get(container_id)
+    host = info["HostConfig"]
+    assert host["Memory"] == 64 << 20
+    assert host["CpuPeriod"] == 1_000_000
+    assert host["CpuQuota"] == 500_000
+    assert host["Ulimits"] == [{"Name": "cpu", "Soft": 30, "Hard": 30}]
+    assert [(m["Type"], m["Destination"]) for m in info["Mounts"]] == [("tmpfs", "/data")]
+    labels = info["Config"]["Labels"]
+    assert labels["dev.plane.drone"] == drone.drone_id
+    assert labels["dev.plane.cluster"] == "drone.test"
+    assert labels["dev.plane.backend"] == b
+
+
+async def test_bearer_token_is_demanded_by_the_proxy(
+    make_drone: MakeDrone,
+    sim: ControllerSim,
+    nc: NatsClient,
+    testbackend_image: str,
+) -> None:
+    drone = await make_drone()
+    request = spawn_request(drone, testbackend_image, bearer_token="t0ken")
+    assert await spawn(nc, request)
+    b = request.backend_id
+    await sim.wait_state(b, R)
+    host = backend_host(drone, b)
+    async with proxy_client(drone) as client:
+        missing = await client.get("/", headers={"Host": host})
+        good = await client.get("/", headers={"Host": host, "Authorization": "Bearer t0ken"})
+    assert missing.status_code == 401
+    assert good.status_code == 200
+
+
+async def test_pull_policies_without_a_registry(
+    make_drone: MakeDrone,
+    sim: ControllerSim,
+    nc: NatsClient,
+    docker: aiodocker.Docker,
+    testbackend_image: str,
+) -> None:
+    """No registry is reachable: only local images can run, and a failed pull is ErrorLoading."""
+    drone = await make_drone()
+    local = spawn_request(drone, testbackend_image, pull_policy=PullPolicy.NEVER)
+    missing = spawn_request(drone, "plane-no-such-image:latest", pull_policy=PullPolicy.NEVER)
+    unpullable = spawn_request(drone, "plane-no-such-image:latest")
+    for request in (local, missing, unpullable):
+        assert await spawn(nc, request) is True
+    await sim.wait_state(local.backend_id, R)
+    assert await sim.wait_terminal(missing.backend_id) is BackendState.ERROR_LOADING
+    assert await sim.wait_terminal(unpullable.backend_id, timeout=60) is (
+        BackendState.ERROR_LOADING
+    )
+    assert sim.history(missing.backend_id) == [BackendState.LOADING, BackendState.ERROR_LOADING]
+    for request in (missing, unpullable):
+        await wait_no_container(docker, request.backend_id)
