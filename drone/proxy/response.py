@@ -239,9 +239,9 @@ class ResponseReader:
         if status < 100:
             raise ResponseError("bad status code")
         headers: list[tuple[bytes, bytes]] = []
-        lengths: set[bytes] = set()
+        length: bytes | None = None
         codings: list[bytes] | None = None
-        tokens: set[bytes] = set()
+        tokens: set[bytes] | None = None
         upgrade: bytes | None = None
         # Names and values are checked by h11 when the head is sent on; here
         # only the line structure and the framing headers matter.
@@ -251,22 +251,25 @@ class ResponseReader:
                 raise ResponseError("bad header line")
             value = value.strip(b" \t")
             lower = name.lower()
-            if lower == b"content-length":
-                lengths.update(v.strip(b" \t") for v in value.split(b","))
-                headers.append((name, value))
-            elif lower not in HOP_BY_HOP:
+            if lower not in HOP_BY_HOP:
+                if lower == b"content-length":
+                    one = _one_length(value)
+                    if length is not None and one != length:
+                        raise ResponseError("conflicting Content-Length")
+                    length = one
                 headers.append((name, value))
             elif lower == b"transfer-encoding":
                 codings = (codings or []) + [
                     c.strip(b" \t").lower() for c in value.split(b",") if c.strip()
                 ]
             elif lower == b"connection":
-                tokens.update(t.strip(b" \t").lower() for t in value.split(b","))
+                tokens = (tokens or set()) | {t.strip(b" \t").lower() for t in value.split(b",")}
             elif lower == b"upgrade":
                 upgrade = value
-        named = tokens - _CONNECTION_OPTIONS
-        if named:
-            headers = [(n, v) for n, v in headers if n.lower() not in named]
+        if tokens is not None:
+            named = tokens - _CONNECTION_OPTIONS
+            if named:
+                headers = [(n, v) for n, v in headers if n.lower() not in named]
         if status < 200:
             if status == 101:
                 if not self._upgrade:
@@ -277,13 +280,13 @@ class ResponseReader:
                 self.state = State.SWITCHED
                 self._switch_headers = headers
             return  # other 1xx are interim: the real head follows
-        self.keep_alive = minor == b"1" and b"close" not in tokens
+        self.keep_alive = minor == b"1" and (tokens is None or b"close" not in tokens)
         if self._head_only or status == 204 or status == 304:
             self.state = State.DONE
             self._sink.on_head(status, reason or b"", headers)
             return
         if codings is not None:
-            if lengths:
+            if length is not None:
                 self.keep_alive = False  # both framings: the socket cannot be trusted again
                 headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
             if codings and codings[-1] == b"chunked":
@@ -291,15 +294,22 @@ class ResponseReader:
             else:
                 self.state = State.UNTIL_EOF
                 self.keep_alive = False
-        elif lengths:
-            if len(lengths) != 1:
-                raise ResponseError("conflicting Content-Length")
-            length = lengths.pop()
-            if not length.isdigit() or len(length) > 18:
-                raise ResponseError("bad Content-Length")
+        elif length is not None:
             self._remaining = int(length)
             self.state = State.LENGTH if self._remaining else State.DONE
         else:
             self.state = State.UNTIL_EOF
             self.keep_alive = False
         self._sink.on_head(status, reason or b"", headers)
+
+
+def _one_length(value: bytes) -> bytes:
+    """A Content-Length value (a list of equal values counts as one), checked."""
+    if b"," in value:
+        values = {v.strip(b" \t") for v in value.split(b",")}
+        if len(values) != 1:
+            raise ResponseError("conflicting Content-Length")
+        value = values.pop()
+    if not value.isdigit() or len(value) > 18:
+        raise ResponseError("bad Content-Length")
+    return value
