@@ -118,6 +118,8 @@ class Agent:
         self._wake_maintenance = asyncio.Event()
         self._stopping = False
         self._last_said: tuple[DroneState, bool] | None = None
+        metrics.count_backends_with(self._count)
+        metrics.docker_available.set(1)
 
     # --- what others read -------------------------------------------------------------
 
@@ -366,7 +368,6 @@ class Agent:
         except Exception as exc:  # a NATS hiccup must not stop the backend from running
             log.warning("terminate subject not subscribed: %s", exc, extra={"backend": backend_id})
         self._runner_tasks[backend_id] = asyncio.create_task(self._run(runner))
-        self._count_backends()
 
     async def _run(self, runner: BackendRunner) -> None:
         backend_id = runner.backend_id
@@ -385,14 +386,11 @@ class Agent:
             endpoint = self._terminate_endpoints.pop(backend_id, None)
             if endpoint is not None and not self._stopping:
                 self._background_task(endpoint.stop(timeout=1.0))
-            self._count_backends()
             self._send_status_soon()
 
-    def _count_backends(self) -> None:
-        counts: dict[BackendState, int] = {}
-        for runner in self._runners.values():
-            counts[runner.state] = counts.get(runner.state, 0) + 1
-        self.metrics.set_backends(counts)
+    def _count(self, state: BackendState) -> int:
+        """Backends in `state`, read by the metrics thread at each scrape."""
+        return sum(1 for runner in list(self._runners.values()) if runner.state is state)
 
     async def _on_terminate(self, request: TerminationRequest, subject: str) -> None:
         backend_id = subjects.token_at(subject, 3) or request.backend_id
@@ -403,7 +401,6 @@ class Agent:
         runner.post(TerminateRequested())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(runner.terminal.wait(), TERMINATE_REPLY_WAIT_SECS)
-        self._count_backends()
         return None
 
     # --- watching Docker -------------------------------------------------------------------

@@ -7,6 +7,8 @@ refusal reasons are fixed sets; backend IDs never become labels.
 from __future__ import annotations
 
 import enum
+import functools
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -90,7 +92,8 @@ class AgentMetrics:
         for outcome in SpawnOutcome:
             self.spawn_requests.labels(outcome.value)
 
-    def set_backends(self, counts: dict[BackendState, int]) -> None:
+    def count_backends_with(self, count: Callable[[BackendState], int]) -> None:
+        """Read the backends gauge from `count` at each scrape, so it is never stale."""
         for state in BackendState:
             if not state.terminal:
-                self.backends.labels(state.value).set(counts.get(state, 0))
+                self.backends.labels(state.value).set_function(functools.partial(count, state))

@@ -155,14 +155,18 @@ class ControllerSim:
         return result
 
 
+def new_drone_id() -> str:
+    return f"drone-{uuid.uuid4().hex[:10]}"
+
+
 def fast_settings(
-    nats_url: str, state_dir: Path, test_id: str, drone_id: str | None = None, **agent: Any
+    nats_url: str, state_dir: Path, test_id: str, drone_id: str | None, **agent: Any
 ) -> DroneSettings:
     docker = agent.pop("docker", {})
     return DroneSettings(
         nats=bus.NatsSettings(servers=[nats_url], reconnect_wait_secs=0.2),
         cluster=CLUSTER,
-        drone_id=drone_id or f"drone-{uuid.uuid4().hex[:10]}",
+        drone_id=drone_id,
         ip="127.0.0.1",
         state_dir=str(state_dir),
         metrics_listen="127.0.0.1:0",
@@ -213,10 +217,12 @@ async def make_drone(
     """
     drones: list[Drone] = []
 
-    async def make(state_dir: Path | None = None, **agent: Any) -> Drone:
+    async def make(state_dir: Path | None = None, drone_id: str | None = "", **agent: Any) -> Drone:
+        """A started drone; `drone_id` "" makes a fresh one, None keeps it in `state_dir`."""
         agent.setdefault("terminate_on_shutdown", True)
         where = state_dir or tmp_path / f"drone-{len(drones)}"
-        drone = Drone(fast_settings(nats_server.url, where, test_id, **agent))
+        chosen = new_drone_id() if drone_id == "" else drone_id
+        drone = Drone(fast_settings(nats_server.url, where, test_id, chosen, **agent))
         drones.append(drone)
         await drone.start()
         return drone
