@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats.js.api
@@ -125,7 +126,7 @@ async def test_logs_stats_dns_and_metrics_of_a_running_backend(
         if msg.name == b:
             dns.put_nowait(msg)
 
-    endpoints = [
+    endpoints: list[bus.Endpoint[Any]] = [
         await bus.serve(
             nc, subjects.backend_stats(b), BackendStatsMessage, on_stats, replies=False
         ),

@@ -1,0 +1,150 @@
+"""The backend state machine, as pure code: no Docker, no NATS, no clock."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from drone.agent.state import (
+    Adopted,
+    ContainerExited,
+    Created,
+    DockerFailed,
+    Event,
+    HoldRequests,
+    IdleSwept,
+    Instruction,
+    Machine,
+    ProbeAnswered,
+    Pulled,
+    ReadyTimeout,
+    RemoveContainer,
+    Report,
+    Route,
+    RunStep,
+    Spawned,
+    Started,
+    Step,
+    TerminateRequested,
+    Unroute,
+    WatchStarting,
+    handle,
+)
+from shared.protocol import BackendState
+
+L, S, R = BackendState.LOADING, BackendState.STARTING, BackendState.READY
+
+EVERY_EVENT: list[Event] = [
+    Spawned(),
+    Adopted(),
+    Adopted(exit_code=0),
+    Adopted(exit_code=2),
+    Pulled(),
+    Created(),
+    Started(),
+    ProbeAnswered(),
+    ContainerExited(0),
+    ContainerExited(137),
+    ReadyTimeout(),
+    IdleSwept(),
+    TerminateRequested(),
+    DockerFailed("engine gone"),
+]
+
+
+def test_a_spawn_runs_through_loading_starting_ready_and_swept() -> None:
+    machine = Machine()
+    steps: list[tuple[Event, BackendState, tuple[Instruction, ...]]] = [
+        (Spawned(), L, (Report(L), HoldRequests(), RunStep(Step.PULL))),
+        (Pulled(), L, (RunStep(Step.CREATE),)),
+        (Created(), L, (RunStep(Step.START),)),
+        (Started(), S, (Report(S), WatchStarting())),
+        (ProbeAnswered(), R, (Report(R), Route())),
+        (
+            IdleSwept(),
+            BackendState.SWEPT,
+            (Report(BackendState.SWEPT), Unroute(), RemoveContainer()),
+        ),
+    ]
+    for event, state, instructions in steps:
+        transition = machine.feed(event)
+        assert (transition.state, transition.instructions) == (state, instructions)
+    assert machine.history == [S, R, BackendState.SWEPT]
+
+
+@pytest.mark.parametrize(
+    ("state", "event", "ended"),
+    [
+        (R, ContainerExited(0), BackendState.EXITED),
+        (R, ContainerExited(1), BackendState.FAILED),
+        (S, ContainerExited(0), BackendState.ERROR_STARTING),
+        (L, ContainerExited(3), BackendState.ERROR_STARTING),
+        (L, DockerFailed("no such image"), BackendState.ERROR_LOADING),
+        (S, DockerFailed("inspect failed"), BackendState.ERROR_STARTING),
+        (R, DockerFailed("the container vanished"), BackendState.FAILED),
+        (S, ReadyTimeout(), BackendState.TIMED_OUT_BEFORE_READY),
+        (L, TerminateRequested(), BackendState.TERMINATED),
+        (S, TerminateRequested(), BackendState.TERMINATED),
+        (R, TerminateRequested(), BackendState.TERMINATED),
+        (R, IdleSwept(), BackendState.SWEPT),
+        (L, Adopted(exit_code=0), BackendState.EXITED),
+        (L, Adopted(exit_code=9), BackendState.FAILED),
+    ],
+)
+def test_endings(state: BackendState, event: Event, ended: BackendState) -> None:
+    transition = handle(state, event)
+    assert transition.state is ended
+    assert transition.instructions == (Report(ended), Unroute(), RemoveContainer())
+    assert transition.reason
+
+
+def test_an_adopted_running_container_is_probed_again_without_reporting_starting() -> None:
+    transition = handle(L, Adopted())
+    assert transition.state is S
+    assert transition.instructions == (HoldRequests(), WatchStarting())
+
+
+def test_the_exit_code_is_in_the_reason_of_an_early_exit() -> None:
+    assert "status 3" in handle(S, ContainerExited(3)).reason
+
+
+@pytest.mark.parametrize(
+    ("state", "event"),
+    [
+        (S, IdleSwept()),  # only a Ready backend is swept
+        (R, ReadyTimeout()),  # a timer that fired late
+        (R, ProbeAnswered()),
+        (R, Started()),
+        (S, Pulled()),
+        (L, ProbeAnswered()),
+        (L, ReadyTimeout()),
+    ],
+)
+def test_events_that_do_not_apply_change_nothing(state: BackendState, event: Event) -> None:
+    transition = handle(state, event)
+    assert transition.state is state
+    assert transition.instructions == ()
+    assert not transition.changed
+
+
+@pytest.mark.parametrize(
+    ("state", "event"), list(itertools.product(list(BackendState), EVERY_EVENT))
+)
+def test_rules_that_hold_for_every_state_and_event(state: BackendState, event: Event) -> None:
+    transition = handle(state, event)
+    if state.terminal:
+        # Terminal states are final and quiet.
+        assert transition.state is state and transition.instructions == ()
+        return
+    # Never backwards.
+    assert transition.state.rank >= state.rank
+    if transition.state.terminal:
+        # Every way into a terminal state reports it, unroutes and removes the container.
+        assert Report(transition.state) in transition.instructions
+        assert Unroute() in transition.instructions
+        assert transition.instructions[-1] == RemoveContainer()
+    else:
+        assert RemoveContainer() not in transition.instructions
+    reports = [i for i in transition.instructions if isinstance(i, Report)]
+    assert all(r.state is transition.state for r in reports)
