@@ -504,18 +504,24 @@ class Agent:
         )
 
     async def _reconcile(self) -> None:
-        """Catch what the events stream missed; remove containers nobody runs."""
+        """Catch what the events stream missed; remove containers nobody runs.
+
+        Only backends that had a started container before the listing are
+        judged by it: one that starts while the listing is under way is not
+        in it yet and must not be taken for vanished.
+        """
+        watched = {
+            runner.container_id: runner
+            for runner in self._runners.values()
+            if runner.state in (BackendState.STARTING, BackendState.READY) and runner.container_id
+        }
         found = await self.runtime.list_labelled(spec.LABEL_DRONE, self.drone_id)
         by_id = {info.id: info for info in found}
-        for runner in list(self._runners.values()):
-            if runner.state not in (BackendState.STARTING, BackendState.READY):
-                continue
-            if runner.container_id is None:
-                continue
-            info = by_id.get(runner.container_id)
+        for container_id, runner in watched.items():
+            info = by_id.get(container_id)
             if info is None:
                 runner.post(DockerFailed("the container vanished"))
-            elif not info.running:
+            elif not info.running and info.ever_started:
                 runner.post(ContainerExited(info.exit_code or 0))
         for info in found:
             backend_id = info.labels.get(spec.LABEL_BACKEND)

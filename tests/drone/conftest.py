@@ -230,6 +230,13 @@ async def make_drone(
     yield make
     for drone in drones:
         await drone.stop()
+    # Every drone here terminates its backends when it stops: nothing may remain.
+    for drone in drones:
+        left = await docker.containers.list(
+            all=True,
+            filters={"label": [f"dev.plane.drone={drone.drone_id}", f"{TEST_LABEL}={test_id}"]},
+        )
+        assert left == [], f"containers of drone {drone.drone_id} left behind"
 
 
 def spawn_request(

@@ -217,3 +217,23 @@ async def test_backend_is_reachable_at_its_container_address(
     assert env["PORT"] == "9000"
     assert env["PLANE_BACKEND_ID"] == b
     assert info["Name"] == f"/plane-{b}"
+
+
+async def test_a_drone_told_to_terminate_on_shutdown_ends_its_backends(
+    make_drone: MakeDrone,
+    sim: ControllerSim,
+    nc: NatsClient,
+    docker: aiodocker.Docker,
+    testbackend_image: str,
+) -> None:
+    drone = await make_drone(terminate_on_shutdown=True)
+    requests = [spawn_request(drone, testbackend_image) for _ in range(2)]
+    for request in requests:
+        assert await spawn(nc, request)
+    for request in requests:
+        await sim.wait_state(request.backend_id, R)
+    await drone.stop()
+    for request in requests:
+        # Delivered before stop() returned.
+        assert sim.history(request.backend_id)[-1] is BackendState.TERMINATED
+        assert await containers_of(docker, request.backend_id) == []
