@@ -220,9 +220,16 @@ class Agent:
         await self.runtime.close()
 
     async def _flush(self) -> None:
-        """Wait until the server has our subscriptions, so requests find them."""
+        """Wait until the server has our subscriptions, so requests find them.
+
+        Twice: nats-py writes a flush's PING straight to the socket, ahead of
+        commands still queued for its writer task, so the first PONG may come
+        back before our SUBs were even sent; by then the writer has sent them,
+        and the second PING follows them.
+        """
         try:
-            await self._nc.flush(timeout=math.ceil(STREAM_TIMEOUT_SECS))
+            for _ in range(2):
+                await self._nc.flush(timeout=math.ceil(STREAM_TIMEOUT_SECS))
         except Exception as exc:  # NATS away: the subscriptions follow on reconnect
             log.warning("NATS flush after subscribing: %s", exc)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drone.agent import probe, spec
-from drone.agent.docker_runtime import DockerRuntime, DockerRuntimeError
+from drone.agent.docker_runtime import DockerRuntime, DockerRuntimeError, NotFound
 from drone.agent.metrics import AgentMetrics, Phase
 from drone.agent.reporter import StatusReporter
 from drone.agent.state import (
@@ -321,14 +321,35 @@ class BackendRunner:
         assert self.container_id is not None
         lines = LineBuffer(s.settings.agent.log_line_max_bytes)
         subject = subjects.backend_log(self.backend_id)
-        try:
-            async for chunk in s.runtime.output(self.container_id, kind, self._logs_since):
-                for line in lines.feed(chunk):
-                    await self._publish_line(subject, kind, line)
-        except DockerRuntimeError as exc:
-            log.debug("output stream ended: %s", exc, extra=self._extra())
+        since = self._logs_since
+        while True:
+            try:
+                async for chunk in s.runtime.output(self.container_id, kind, since):
+                    for line in lines.feed(chunk):
+                        await self._publish_line(subject, kind, line)
+            except DockerRuntimeError as exc:
+                log.debug("output stream ended: %s", exc, extra=self._extra())
+            if not await self._still_running():
+                break
+            # The stream broke while the container runs (the engine went away): follow
+            # again from here. Docker counts `since` in whole seconds, so lines of this
+            # very second may come twice; none are lost.
+            since = time.time()
+            await asyncio.sleep(s.settings.docker.check_secs)
         for line in lines.flush():
             await self._publish_line(subject, kind, line)
+
+    async def _still_running(self) -> bool:
+        """Whether the container runs, asking Docker until it answers (or the backend ends)."""
+        assert self.container_id is not None
+        while not self.machine.state.terminal:
+            try:
+                return (await self.services.runtime.inspect(self.container_id)).running
+            except NotFound:
+                return False
+            except DockerRuntimeError:
+                await asyncio.sleep(self.services.settings.docker.check_secs)
+        return False
 
     async def _publish_line(self, subject: str, kind: LogKind, line: str) -> None:
         message = DroneLogMessage(backend_id=self.backend_id, kind=kind, text=line)
@@ -370,9 +391,6 @@ class BackendRunner:
         except DockerRuntimeError as exc:
             # The reconcile loop removes it once Docker answers again.
             log.warning("container not removed yet: %s", exc, extra=self._extra())
-            return
-        if self.container_id is None and self._op_step is Step.CREATE:
-            log.debug("removed by name after an unfinished create", extra=self._extra())
 
     async def _settle_op(self) -> None:
         """Let a create or start in flight finish; a pull can simply be abandoned."""

@@ -36,6 +36,16 @@ from tests.support.natsserver import NatsServer
 CLUSTER = "drone.test"
 
 
+async def settle(nc: bus.NatsClient) -> None:
+    """Wait until the server has this client's subscriptions.
+
+    Two flushes: nats-py writes a flush's PING ahead of the SUBs still queued
+    for its writer task; the second PING goes out after them.
+    """
+    for _ in range(2):
+        await nc.flush(timeout=5)
+
+
 class Changes:
     """Something tests await: an event set whenever new facts arrive."""
 
@@ -92,7 +102,7 @@ class ControllerSim:
                 replies=False,
             ),
         ]
-        await self.nc.flush()
+        await settle(self.nc)
         return self
 
     async def stop(self) -> None:

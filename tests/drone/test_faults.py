@@ -10,11 +10,13 @@ import uuid
 from pathlib import Path
 
 import aiodocker
+import httpx
+from nats.js.api import DeliverPolicy
 
 from drone.service import Drone
-from shared import bus
+from shared import bus, subjects, wire
 from shared.bus import NatsClient
-from shared.protocol import BackendState
+from shared.protocol import BackendState, DroneLogMessage
 from tests.drone.conftest import (
     ControllerSim,
     MakeDrone,
@@ -47,6 +49,10 @@ class SocketRelay:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
 
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(self._serve, str(self.path))
@@ -129,15 +135,33 @@ async def test_docker_unavailable_makes_the_drone_unready_but_keeps_serving(
         again = spawn_request(drone, testbackend_image)
         assert await spawn(nc, again) is True
         await sim.wait_state(again.backend_id, R)
-        assert sim.history(serving.backend_id) == [BackendState.LOADING, BackendState.STARTING, R]
+        b = serving.backend_id
+        assert sim.history(b) == [BackendState.LOADING, BackendState.STARTING, R]
         errors = drone.registry.get_sample_value(
             "plane_drone_docker_errors_total", {"operation": "events"}
         )
         assert errors is not None and errors >= 1
+        # Output and exits of a backend that ran through the outage are followed again.
+        async with proxy_client(drone) as client:
+            with contextlib.suppress(httpx.HTTPError):
+                await client.get("/exit/0", headers={"Host": backend_host(drone, b)})
+        assert await sim.wait_terminal(b) is BackendState.EXITED
+        subscription = await nc.jetstream().subscribe(
+            subjects.backend_log(b), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    msg = await subscription.next_msg(timeout=10)
+                    line = wire.decode(DroneLogMessage, msg.data)
+                    if line.text.startswith("testbackend exiting with code 0"):
+                        break
+        finally:
+            await subscription.unsubscribe()
     finally:
-        await relay.cut()
         # The drone's own teardown terminates its backends through the relay.
-        await relay.start()
+        if not relay.serving:
+            await relay.start()
 
 
 async def test_nats_outage_does_not_stop_sweeping_and_updates_arrive_afterwards(

@@ -29,6 +29,7 @@ from tests.drone.conftest import (
     MakeDrone,
     backend_host,
     proxy_client,
+    settle,
     spawn,
     spawn_request,
 )
@@ -132,7 +133,7 @@ async def test_logs_stats_dns_and_metrics_of_a_running_backend(
         ),
         await bus.serve(nc, subjects.dns_record(CLUSTER, "A"), SetDnsRecord, on_dns, replies=False),
     ]
-    await nc.flush()
+    await settle(nc)
     try:
         assert await spawn(nc, request)
         await sim.wait_state(b, R)

@@ -18,7 +18,7 @@ from shared.protocol import (
     UpdateBackendStateMessage,
     invalid_request,
 )
-from tests.drone.conftest import CLUSTER, Changes, ControllerSim
+from tests.drone.conftest import CLUSTER, Changes, ControllerSim, settle
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LIFE = [BackendState.LOADING, BackendState.STARTING, BackendState.READY, BackendState.SWEPT]
@@ -83,7 +83,7 @@ async def test_a_resend_request_is_retried_and_a_refusal_is_dropped(
         return None
 
     endpoint = await bus.serve(nc, subjects.BACKEND_STATUS_ALL, UpdateBackendStateMessage, answer)
-    await nc.flush()
+    await settle(nc)
     try:
         sender.report(update("flaky", BackendState.LOADING))
         sender.report(update("refused", BackendState.LOADING))
@@ -113,7 +113,7 @@ async def test_a_stuck_backend_does_not_hold_up_the_others(
         return None
 
     endpoint = await bus.serve(nc, subjects.BACKEND_STATUS_ALL, UpdateBackendStateMessage, answer)
-    await nc.flush()
+    await settle(nc)
     try:
         sender.report(update("stuck", BackendState.LOADING))
         for n in range(5):
