@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import math
 import time
@@ -62,7 +63,15 @@ from shared.protocol import (
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("plane")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+VERSION = _version()
 TERMINATE_REPLY_WAIT_SECS = 5.0  # a terminate request is answered once the state is decided
 STREAM_TIMEOUT_SECS = 5.0
 LOG_STREAM_MAX_PER_SUBJECT = 500

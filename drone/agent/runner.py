@@ -224,10 +224,14 @@ class BackendRunner:
         try:
             event = await self._do_step(step)
         except DockerRuntimeError as exc:
-            self.post(DockerFailed(str(exc)))
-            return
-        phase = {Step.PULL: Phase.PULL, Step.CREATE: Phase.CREATE, Step.START: Phase.START}[step]
-        self.services.metrics.spawn_phase.labels(phase.value).observe(time.monotonic() - started)
+            event = DockerFailed(str(exc))
+        except Exception as exc:  # a surprise from the engine must still end the backend
+            log.exception("%s failed", step.value, extra=self._extra())
+            event = DockerFailed(f"{step.value}: {type(exc).__name__}: {exc}")
+        if not isinstance(event, DockerFailed):
+            phase = {Step.PULL: Phase.PULL, Step.CREATE: Phase.CREATE, Step.START: Phase.START}
+            elapsed = time.monotonic() - started
+            self.services.metrics.spawn_phase.labels(phase[step].value).observe(elapsed)
         self.post(event)
 
     async def _do_step(self, step: Step) -> Event:

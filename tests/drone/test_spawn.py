@@ -138,3 +138,34 @@ async def test_pull_policies_without_a_registry(
     assert sim.history(missing.backend_id) == [BackendState.LOADING, BackendState.ERROR_LOADING]
     for request in (missing, unpullable):
         await wait_no_container(docker, request.backend_id)
+
+
+async def test_backends_join_the_configured_network_and_runtime(
+    make_drone: MakeDrone,
+    sim: ControllerSim,
+    nc: NatsClient,
+    docker: aiodocker.Docker,
+    testbackend_image: str,
+    test_id: str,
+) -> None:
+    network = await docker.networks.create(
+        {"Name": f"plane-test-{test_id[-8:]}", "Labels": {"dev.plane.test": test_id}}
+    )
+    try:
+        name = (await network.show())["Name"]
+        drone = await make_drone(docker={"network": name, "runtime": "runc"})
+        request = spawn_request(drone, testbackend_image)
+        assert await spawn(nc, request)
+        b = request.backend_id
+        await sim.wait_state(b, R)
+        [container_id] = await containers_of(docker, b)
+        info = await docker.containers.get(container_id)
+        assert list(info["NetworkSettings"]["Networks"]) == [name]
+        assert info["HostConfig"]["Runtime"] == "runc"
+        # Routed at its address on that network: the proxy reaches it.
+        async with proxy_client(drone) as client:
+            response = await client.get("/", headers={"Host": backend_host(drone, b)})
+        assert response.status_code == 200
+        await drone.stop()  # its containers must leave the network before it goes
+    finally:
+        await network.delete()
