@@ -91,7 +91,7 @@ class StatsSample:
     memory_limit_bytes: int
 
 
-def _translate(operation: str, exc: BaseException) -> DockerRuntimeError:
+def translate_error(operation: str, exc: BaseException) -> DockerRuntimeError:
     if isinstance(exc, aiodocker.DockerError):
         text = f"{operation}: {exc.message}"
         if exc.status == 404:
@@ -169,11 +169,16 @@ class DockerRuntime:
     async def _call(
         self, operation: str, work: Callable[[], Awaitable[T]], timeout: float | None = None
     ) -> T:
+        limit = timeout or self.settings.api_timeout_secs
         try:
-            async with asyncio.timeout(timeout or self.settings.api_timeout_secs):
+            async with asyncio.timeout(limit):
                 return await work()
+        except TimeoutError:
+            # A slow registry makes a slow pull; only other calls say the engine hangs.
+            kind = DockerFailure if operation == "pull" else DockerUnavailable
+            error: DockerRuntimeError = kind(f"{operation}: no answer within {limit:g}s")
         except _TRANSLATED as exc:
-            error = _translate(operation, exc)
+            error = translate_error(operation, exc)
         if self._on_error is not None and not isinstance(error, NotFound):
             self._on_error(operation, error)
         raise error
@@ -204,16 +209,12 @@ class DockerRuntime:
             auth = {"username": pair.username, "password": pair.password}
             source = registry_qualified(image)
 
-        async def pull() -> None:
-            await self.client.images.pull(source, auth=auth)
-            if source != image:
-                # Make the image known under the name the container is created with.
-                repo, _, tag = image.rpartition(":")
-                if not repo or "/" in tag:
-                    repo, tag = image, "latest"
-                await self.client.images.tag(source, repo, tag=tag)
-
-        await self._call("pull", pull, self.settings.pull_timeout_secs)
+        # Docker normalises names, so `ubuntu` and `docker.io/library/ubuntu` are one image.
+        await self._call(
+            "pull",
+            lambda: self.client.images.pull(source, auth=auth),
+            self.settings.pull_timeout_secs,
+        )
 
     # --- containers ---------------------------------------------------------------
 
@@ -324,7 +325,7 @@ class DockerRuntime:
                     async with asyncio.timeout(5):
                         await events.stop()  # type: ignore[no-untyped-call]
             if not reader.cancelled() and reader.exception() is not None:
-                error = _translate("events", reader.exception() or RuntimeError())
+                error = translate_error("events", reader.exception() or RuntimeError())
                 if self._on_error is not None:
                     self._on_error("events", error)
                 log.debug("Docker events stream broke (%s); reopening", error)
@@ -348,7 +349,7 @@ class DockerRuntime:
             async for chunk in stream:
                 yield chunk
         except _TRANSLATED as exc:
-            raise _translate("logs", exc) from None
+            raise translate_error("logs", exc) from None
 
 
 def _exit_event(event: Mapping[str, Any]) -> ExitEvent | None:

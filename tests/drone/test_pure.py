@@ -5,10 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiodocker
+import aiohttp
 import pytest
 
 from drone.agent import probe, spec, statedir
-from drone.agent.docker_runtime import StatsSample, docker_url, registry_qualified
+from drone.agent.docker_runtime import (
+    Conflict,
+    DockerFailure,
+    DockerUnavailable,
+    NotFound,
+    StatsSample,
+    docker_url,
+    registry_qualified,
+    translate_error,
+)
 from drone.agent.presence import Presence
 from drone.agent.telemetry import LineBuffer, cpu_percent, memory_percent
 from drone.config import AgentSettings, DockerSettings, DroneSettings, check
@@ -203,3 +214,21 @@ def test_settings_check_names_the_bad_key() -> None:
     with pytest.raises(ConfigError, match=r"^metrics_listen:"):
         check(DroneSettings(metrics_listen="nowhere"))
     check(DroneSettings(metrics_listen="off"))
+
+
+@pytest.mark.parametrize(
+    ("raised", "kind"),
+    [
+        (aiodocker.DockerError(404, "no such container"), NotFound),
+        (aiodocker.DockerError(409, "name in use"), Conflict),
+        (aiodocker.DockerError(900, "cannot connect"), DockerUnavailable),
+        (aiodocker.DockerError(500, "bad mount"), DockerFailure),
+        (aiohttp.ClientConnectionError("reset"), DockerUnavailable),
+        (TimeoutError(), DockerUnavailable),
+        (ValueError("no registry"), DockerFailure),
+    ],
+)
+def test_docker_errors_become_the_runtimes_own(raised: BaseException, kind: type) -> None:
+    error = translate_error("create", raised)
+    assert type(error) is kind
+    assert str(error).startswith("create: ")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import aiodocker
 
 from shared.bus import NatsClient
-from shared.protocol import BackendState, PullPolicy, ResourceLimits
+from shared.protocol import (
+    BackendState,
+    DockerCredentials,
+    PullPolicy,
+    ResourceLimits,
+    UsernamePasswordCredentials,
+)
 from tests.drone.conftest import (
     ControllerSim,
     MakeDrone,
@@ -128,15 +134,25 @@ async def test_pull_policies_without_a_registry(
     local = spawn_request(drone, testbackend_image, pull_policy=PullPolicy.NEVER)
     missing = spawn_request(drone, "plane-no-such-image:latest", pull_policy=PullPolicy.NEVER)
     unpullable = spawn_request(drone, "plane-no-such-image:latest")
-    for request in (local, missing, unpullable):
+    with_credentials = spawn_request(
+        drone,
+        "plane-no-such-image:latest",
+        credentials=DockerCredentials(
+            UsernamePassword=UsernamePasswordCredentials(username="u", password="p")
+        ),
+    )
+    for request in (local, missing, unpullable, with_credentials):
         assert await spawn(nc, request) is True
     await sim.wait_state(local.backend_id, R)
     assert await sim.wait_terminal(missing.backend_id) is BackendState.ERROR_LOADING
     assert await sim.wait_terminal(unpullable.backend_id, timeout=60) is (
         BackendState.ERROR_LOADING
     )
+    assert await sim.wait_terminal(with_credentials.backend_id, timeout=60) is (
+        BackendState.ERROR_LOADING
+    )
     assert sim.history(missing.backend_id) == [BackendState.LOADING, BackendState.ERROR_LOADING]
-    for request in (missing, unpullable):
+    for request in (missing, unpullable, with_credentials):
         await wait_no_container(docker, request.backend_id)
 
 
