@@ -80,7 +80,8 @@ async def test_exit_codes_decide_failed_exited_and_error_starting(
     docker: aiodocker.Docker,
     testbackend_image: str,
 ) -> None:
-    drone = await make_drone()
+    # No periodic reconcile within the test: exits are seen through Docker's events.
+    drone = await make_drone(reconcile_secs=60.0)
     failing = spawn_request(drone, testbackend_image)
     exiting = spawn_request(drone, testbackend_image)
     early = spawn_request(drone, testbackend_image, env={"EXIT_CODE": "3", "EXIT_TIMEOUT": "100"})
