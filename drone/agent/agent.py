@@ -143,6 +143,14 @@ class Agent:
     def runner(self, backend_id: str) -> BackendRunner | None:
         return self._runners.get(backend_id)
 
+    async def wait_gone(self, backend_id: str, timeout: float) -> bool:
+        """Wait until the backend's runner is done (container removed); False on timeout."""
+        task = self._runner_tasks.get(backend_id)
+        if task is None:
+            return True
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        return bool(done)
+
     def live_runners(self) -> list[BackendRunner]:
         return [r for r in self._runners.values() if not r.state.terminal]
 

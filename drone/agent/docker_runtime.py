@@ -128,6 +128,26 @@ def registry_qualified(image: str) -> str:
     return f"docker.io/{image}" if slash else f"docker.io/library/{image}"
 
 
+def uncapped_client(
+    like: aiodocker.Docker, url: str | None
+) -> tuple[aiodocker.Docker, aiohttp.BaseConnector | None]:
+    """A client for the same engine as `like` (made from `url`) with no cap on its pool.
+
+    Unix sockets and plain TCP get their own uncapped connector, returned too
+    because the caller must close it; other transports (TLS, SSH) are made
+    from `url` again, with aiodocker's defaults.
+    """
+    connector: aiohttp.BaseConnector
+    if isinstance(like.connector, aiohttp.UnixConnector):
+        connector = aiohttp.UnixConnector(like.connector.path, limit=0)
+        return aiodocker.Docker(url="unix://localhost", connector=connector), connector
+    if like.docker_host.startswith(("tcp://", "http://")):
+        connector = aiohttp.TCPConnector(limit=0)
+        http = "http://" + like.docker_host.split("://", 1)[1]
+        return aiodocker.Docker(url=http, connector=connector), connector
+    return aiodocker.Docker(url=url), None
+
+
 def _field(found: Any, key: str) -> Any:
     """A field of an inspect dict or a listed container (which is not a Mapping)."""
     try:
@@ -152,19 +172,37 @@ class DockerRuntime:
         self.settings = settings
         self._on_error = on_error
         self._client: aiodocker.Docker | None = None
+        self._streams: aiodocker.Docker | None = None
+        self._streams_connector: aiohttp.BaseConnector | None = None
 
     @property
     def client(self) -> aiodocker.Docker:
+        """For short calls: its pool's cap keeps a burst of spawns from flooding the engine."""
         if self._client is None:
             self._client = aiodocker.Docker(url=docker_url(self.settings.socket))
         return self._client
 
+    @property
+    def streams(self) -> aiodocker.Docker:
+        """For events, output and stats: one connection each, held long, never capped.
+
+        With aiohttp's default cap of 100 connections, a hundred followed
+        outputs would leave no connection for creating the next backend.
+        """
+        if self._streams is None:
+            url = docker_url(self.settings.socket)
+            self._streams, self._streams_connector = uncapped_client(self.client, url)
+        return self._streams
+
     async def close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(*_TRANSLATED):
-                async with asyncio.timeout(5):
-                    await self._client.close()
-            self._client = None
+        for client in (self._streams, self._client):
+            if client is not None:
+                with contextlib.suppress(*_TRANSLATED):
+                    async with asyncio.timeout(5):
+                        await client.close()
+        if self._streams_connector is not None:
+            await self._streams_connector.close()
+        self._client = self._streams = self._streams_connector = None
 
     async def _call(
         self, operation: str, work: Callable[[], Awaitable[T]], timeout: float | None = None
@@ -288,7 +326,7 @@ class DockerRuntime:
             await self._call("remove", lambda: container.delete(force=True, v=True))
 
     async def stats(self, container_id: str) -> StatsSample:
-        container = self.client.containers.container(container_id)
+        container = self.streams.containers.container(container_id)
         readings = await self._call("stats", lambda: container.stats(stream=False))
         if not readings:
             raise DockerFailure("stats: no reading")
@@ -305,7 +343,7 @@ class DockerRuntime:
         """
         filters = {"type": ["container"], "event": ["die"], "label": [f"{label}={value}"]}
         while True:
-            events = self.client.events
+            events = self.streams.events
             subscriber = events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
             reader = asyncio.create_task(events.run(filters=filters))
             try:
@@ -335,7 +373,7 @@ class DockerRuntime:
         self, container_id: str, kind: LogKind, since: float | None = None
     ) -> AsyncIterator[str]:
         """Follow one of a container's output streams until it exits."""
-        container = self.client.containers.container(container_id)
+        container = self.streams.containers.container(container_id)
         options: dict[str, Any] = {}
         if since is not None:
             options["since"] = int(since)
