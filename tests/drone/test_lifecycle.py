@@ -236,3 +236,32 @@ async def test_a_drone_told_to_terminate_on_shutdown_ends_its_backends(
         # Delivered before stop() returned.
         assert sim.history(request.backend_id)[-1] is BackendState.TERMINATED
         assert await containers_of(docker, request.backend_id) == []
+
+
+async def test_a_burst_of_spawns_all_become_ready_and_are_all_swept(
+    make_drone: MakeDrone,
+    sim: ControllerSim,
+    nc: NatsClient,
+    docker: aiodocker.Docker,
+    testbackend_image: str,
+) -> None:
+    drone = await make_drone()
+    requests = [spawn_request(drone, testbackend_image, max_idle_secs=2) for _ in range(10)]
+    answers = await asyncio.gather(*(spawn(nc, r) for r in requests))
+    assert answers == [True] * len(requests)
+
+    async def visit_once_ready(client: httpx.AsyncClient, backend: str) -> int:
+        await sim.wait_state(backend, R, timeout=60)
+        response = await client.get("/", headers={"Host": backend_host(drone, backend)})
+        return response.status_code
+
+    async with proxy_client(drone) as client:
+        codes = await asyncio.gather(*(visit_once_ready(client, r.backend_id) for r in requests))
+    assert codes == [200] * len(requests)
+    for request in requests:
+        assert await sim.wait_terminal(request.backend_id, timeout=30) is BackendState.SWEPT
+        assert sim.history(request.backend_id) == [L, S, R, BackendState.SWEPT]
+    assert drone.agent is not None
+    for request in requests:
+        assert await drone.agent.wait_gone(request.backend_id, timeout=20)
+        assert await containers_of(docker, request.backend_id) == []
