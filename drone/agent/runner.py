@@ -128,7 +128,7 @@ class BackendRunner:
         self._op: asyncio.Task[None] | None = None
         self._op_step: Step | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
-        self._started_at: float | None = None
+        self._started_at: float | None = None  # set by a start of ours, not by adoption
         self._swept_posted = False
 
     @property
@@ -277,8 +277,6 @@ class BackendRunner:
 
     def _watch_starting(self) -> None:
         agent = self.services.settings.agent
-        if self._started_at is None:
-            self._started_at = time.monotonic()
         if self.container_id is not None:
             for kind in (LogKind.STDOUT, LogKind.STDERR):
                 self._watch(f"logs-{kind.value}", self._forward_output(kind))

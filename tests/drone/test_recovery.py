@@ -111,6 +111,38 @@ async def test_restarted_drone_adopts_running_backends_and_ends_exited_ones(
     assert info["State"]["Running"] is True
 
 
+async def test_a_container_created_but_never_started_is_ended_at_recovery(
+    make_drone: MakeDrone,
+    sim: ControllerSim,
+    docker: aiodocker.Docker,
+    testbackend_image: str,
+    test_id: str,
+) -> None:
+    """As a drone killed between create and start leaves it: ErrorStarting, then removed."""
+    drone_id = new_drone_id()
+    backend = f"b-{test_id[-8:]}"
+    await docker.containers.create(
+        {
+            "Image": testbackend_image,
+            "Labels": {
+                TEST_LABEL: test_id,
+                "dev.plane.drone": drone_id,
+                "dev.plane.backend": backend,
+                "dev.plane.cluster": CLUSTER,
+                "dev.plane.port": "8080",
+                "dev.plane.max_idle_secs": "30",
+            },
+        },
+        name=f"plane-{backend}",
+    )
+    drone = await make_drone(drone_id=drone_id)
+    assert await sim.wait_terminal(backend) is BackendState.ERROR_STARTING
+    assert sim.history(backend) == [BackendState.ERROR_STARTING]
+    assert drone.agent is not None
+    assert await drone.agent.wait_gone(backend, timeout=20)
+    assert await containers_of(docker, backend) == []
+
+
 class DroneProcess:
     """`python -m drone` with a TOML config, its log read as it comes."""
 
