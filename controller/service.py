@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +31,6 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-import nats.errors
 
 from controller.config import ControllerSettings, check, enabled
 from controller.dns import DnsServer
@@ -163,7 +161,8 @@ class Controller:
         try:
             await store.ensure_streams()
             await self._subscribe_feeds(nc)
-            await self._flush(nc)  # live feeds first, so nothing falls between them and the read
+            # live feeds first, so nothing falls between them and the read
+            await bus.settle(nc, self.settings.nats_timeout_secs)
             await self._catch_up()
         except StoreError as exc:
             raise ControllerError(str(exc)) from None
@@ -172,7 +171,7 @@ class Controller:
         if s.warmup > 0:
             await asyncio.sleep(s.warmup)
         await self._subscribe_work(nc, scheduler)
-        await self._flush(nc)
+        await bus.settle(nc, self.settings.nats_timeout_secs)
         log.info(
             "controller ready: clusters %s, %d drone(s) and %d backend(s) known%s%s",
             ", ".join(self.clusters) or "(all)",
@@ -224,13 +223,6 @@ class Controller:
         for subject in self._per_cluster(subjects.list_backends, subjects.LIST_BACKENDS_ALL):
             await work(subject, ListRequest | None, self._list_backends)
         await work(subjects.ACME_SET_DNS_RECORD, SetAcmeDnsRecord, self._dns_feed.handle_acme)
-
-    async def _flush(self, nc: bus.NatsClient) -> None:
-        """Wait until the server has seen our subscriptions."""
-        try:
-            await nc.flush(timeout=math.ceil(self.settings.nats_timeout_secs))
-        except (nats.errors.Error, TimeoutError) as exc:
-            log.warning("NATS flush after subscribing: %s", exc)
 
     def _per_cluster(self, build: Callable[[str], str], wildcard: str) -> list[str]:
         return [build(c) for c in self.clusters] if self.clusters else [wildcard]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -204,6 +205,21 @@ async def request(
         raise BadReply(f"bad reply on {subject}: {exc}") from None
 
 
+async def settle(nc: NatsClient, timeout: float) -> None:
+    """Wait until the server has our subscriptions, so requests sent next find them.
+
+    Flushes twice: nats-py writes a flush's PING straight to the socket, ahead of
+    commands still queued for its writer task, so the first PONG may come back
+    before our SUBs were sent; the second PING follows them. NATS being away is
+    logged, not raised: subscriptions are sent again on reconnect.
+    """
+    try:
+        for _ in range(2):
+            await nc.flush(timeout=max(1, math.ceil(timeout)))
+    except (nats.errors.Error, TimeoutError) as exc:
+        log.warning("NATS flush after subscribing: %s", exc)
+
+
 async def publish(nc: NatsClient, subject: str, message: Any) -> None:
     await nc.publish(subject, wire.encode(message))
 
@@ -291,10 +307,11 @@ class Endpoint(Generic[Req]):
 
     async def stop(self, timeout: float = 10.0) -> None:
         if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except nats.errors.Error as exc:
-                log.debug("unsubscribe %s: %s", self.subject, exc)
+            try:  # drain: requests the server already sent us are still answered
+                async with asyncio.timeout(timeout):
+                    await self._sub.drain()  # type: ignore[no-untyped-call]
+            except (nats.errors.Error, TimeoutError) as exc:
+                log.debug("drain %s: %s", self.subject, exc)
             self._sub = None
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
-import math
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -193,7 +192,7 @@ class Agent:
                 error_reply=lambda message: False,
             )
         )
-        await self._flush()
+        await bus.settle(self._nc, STREAM_TIMEOUT_SECS)
         self._send_status_soon()
         log.info(
             "agent ready: %d backend(s) adopted%s",
@@ -235,20 +234,6 @@ class Agent:
         for task in list(self._background):
             task.cancel()
         await self.runtime.close()
-
-    async def _flush(self) -> None:
-        """Wait until the server has our subscriptions, so requests find them.
-
-        Twice: nats-py writes a flush's PING straight to the socket, ahead of
-        commands still queued for its writer task, so the first PONG may come
-        back before our SUBs were even sent; by then the writer has sent them,
-        and the second PING follows them.
-        """
-        try:
-            for _ in range(2):
-                await self._nc.flush(timeout=math.ceil(STREAM_TIMEOUT_SECS))
-        except Exception as exc:  # NATS away: the subscriptions follow on reconnect
-            log.warning("NATS flush after subscribing: %s", exc)
 
     def _loop(self, name: str, work: Awaitable[None]) -> None:
         async def guarded() -> None:
