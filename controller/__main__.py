@@ -29,7 +29,9 @@ def _clusters(values: list[str] | None) -> list[str] | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = daemon.common_parser(
-        "plane-controller", "Plane controller: schedules backends onto drones."
+        "plane-controller",
+        "Plane controller: schedules backends onto drones.",
+        ControllerSettings,
     )
     parser.add_argument(
         "--cluster",

@@ -170,3 +170,39 @@ def _check_known(cls: Any, data: Mapping[str, Any], source: str, prefix: str = "
         inner = _unwrap(kinds[key])
         if isinstance(inner, msgspec.inspect.StructType) and isinstance(value, Mapping):
             _check_known(inner.cls, value, source, f"{prefix}{key}.")
+
+
+def _default_text(field: msgspec.inspect.Field) -> str:
+    if field.default is not msgspec.NODEFAULT:
+        value = field.default
+    elif field.default_factory is not msgspec.NODEFAULT:
+        value = field.default_factory()
+    else:
+        return "required"
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f'"{value}"'
+    return msgspec.json.encode(value).decode()
+
+
+def reference(cls: Any, prefix: str = "") -> list[str]:
+    """Every setting of `cls` as `key = default  (PLANE_ENV)`, for `--help` and docs.
+
+    Generated from the Structs themselves, so the list cannot fall behind the code.
+    """
+    info = _unwrap(msgspec.inspect.type_info(cls))
+    if not isinstance(info, msgspec.inspect.StructType):
+        return []
+    lines: list[str] = []
+    for field in info.fields:
+        key = f"{prefix}{field.encode_name}"
+        inner = _unwrap(field.type)
+        if isinstance(inner, msgspec.inspect.StructType):
+            lines.extend(reference(inner.cls, f"{key}."))
+            continue
+        env = ENV_PREFIX + key.replace(".", "__").upper()
+        lines.append(f"{key} = {_default_text(field)}  ({env})")
+    return lines

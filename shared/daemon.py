@@ -17,8 +17,24 @@ import uvloop
 from shared import config, logs
 
 
-def common_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+def common_parser(
+    prog: str, description: str, settings: type[Any] | None = None
+) -> argparse.ArgumentParser:
+    """The flags every daemon takes; with `settings`, `--help` also lists every
+    settings-file key with its default and environment variable."""
+    epilog = None
+    if settings is not None:
+        keys = "\n".join(f"  {line}" for line in config.reference(settings))
+        epilog = (
+            "settings (TOML keys; environment variables override the file, flags override both):\n"
+            + keys
+        )
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", metavar="FILE", help="TOML settings file (env PLANE_CONFIG)")
     parser.add_argument(
         "--nats",

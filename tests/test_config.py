@@ -155,3 +155,32 @@ def test_console_scripts_list_their_options(script: str, flags: list[str]) -> No
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
     for flag in flags:
         assert flag in result.stdout
+
+
+def test_reference_names_every_key_with_its_default_and_environment_variable() -> None:
+    lines = config.reference(Settings)
+    assert 'metrics_listen = "127.0.0.1:9101"  (PLANE_METRICS_LISTEN)' in lines
+    assert "dns.ttl_secs = 60  (PLANE_DNS__TTL_SECS)" in lines
+    assert "dns.listen = unset  (PLANE_DNS__LISTEN)" in lines
+    assert "clusters = []  (PLANE_CLUSTERS)" in lines
+
+
+@pytest.mark.parametrize(
+    "cls_path", ["controller.config:ControllerSettings", "drone.config:DroneSettings"]
+)
+def test_every_listed_numeric_setting_is_read_from_its_environment_variable(cls_path: str) -> None:
+    module, name = cls_path.split(":")
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    checked = 0
+    for line in config.reference(cls):
+        key, rest = line.split(" = ", 1)
+        default, env = rest.rsplit("  (", 1)
+        if not default.replace(".", "", 1).isdigit():
+            continue
+        value = "7" if default != "7" else "8"
+        loaded = config.load(cls, environ={env.rstrip(")"): value})
+        for part in key.split("."):
+            loaded = getattr(loaded, part)
+        assert loaded == int(value), key
+        checked += 1
+    assert checked > 10
