@@ -4,7 +4,8 @@
 #
 #   deploy/build-image.sh NAME DIR
 #
-# The sources are every file in DIR that git does not ignore; their sha256 is
+# The sources are every file in DIR and in deploy/images/common (the code that
+# images' build.sh may compile in) that git does not ignore; their sha256 is
 # kept in the image's label dev.plane.source-hash. When the image carries the
 # same hash, nothing is compiled or built. Otherwise DIR/build.sh (if any) runs
 # first (it builds git-ignored outputs into DIR), then `docker build DIR`.
@@ -17,14 +18,16 @@ if [ $# -ne 2 ]; then
 fi
 name=$1
 dir=$(cd "$2" && pwd)
+common=$(cd "$(dirname "${BASH_SOURCE[0]}")/images/common" && pwd)
 image="plane-$name:latest"
 label=dev.plane.source-hash
 read -r -a docker <<<"${DOCKER:-docker}"
 
 log() { printf 'build-image: %s\n' "$*"; }
 
-# DIR's source files, relative to DIR, NUL-separated and sorted.
+# The source files of the folder $1, relative to it, NUL-separated and sorted.
 source_files() {
+    local dir=$1
     if git -C "$dir" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
         (cd "$dir" && git ls-files -z --cached --others --exclude-standard -- .)
     else
@@ -49,12 +52,20 @@ source_files() {
     fi | LC_ALL=C sort -z -u
 }
 
-source_hash() {
-    local file
-    source_files | while IFS= read -r -d '' file; do
+# One line "SHA256  $2FILE" for each source file of the folder $1.
+file_hashes() {
+    local dir=$1 prefix=$2 file
+    source_files "$dir" | while IFS= read -r -d '' file; do
         [ -f "$dir/$file" ] || continue # deleted but still in the index
-        printf '%s  %s\n' "$(sha256sum <"$dir/$file" | cut -d' ' -f1)" "$file"
-    done | sha256sum | cut -d' ' -f1
+        printf '%s  %s\n' "$(sha256sum <"$dir/$file" | cut -d' ' -f1)" "$prefix$file"
+    done
+}
+
+source_hash() {
+    {
+        file_hashes "$dir" ""
+        [ "$common" = "$dir" ] || file_hashes "$common" "common/"
+    } | sha256sum | cut -d' ' -f1
 }
 
 hash=$(source_hash)

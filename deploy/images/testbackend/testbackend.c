@@ -19,7 +19,7 @@
  *   Upgrade: websocket (with Sec-WebSocket-Key): 101, then echo messages; ping -> pong;
  *   close -> close with the same status code.
  *
- * Build: gcc -std=c11 -O2 -static -pthread -Wall -Wextra -o testbackend testbackend.c
+ * Build: build.sh (with the shared HTTP and WebSocket code in ../common)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -39,12 +39,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http.h"
+#include "ws.h"
+
 #define HEAD_MAX (64 * 1024)      /* request line + headers */
 #define IO_CHUNK (64 * 1024)      /* body reads and /bytes writes */
 #define LINE_MAX_CHUNKED 8192     /* chunk-size and trailer lines */
 #define WS_MAX_MESSAGE (16u << 20) /* reassembled WebSocket message */
 
-static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 static char fill_bytes[IO_CHUNK];
 
 /* ------------------------------------------------------------------ utils */
@@ -58,18 +60,6 @@ static void sleep_ms(unsigned long long ms) {
 static void on_signal(int sig) {
     (void)sig;
     _exit(0);
-}
-
-/* Parse a whole decimal number (no sign, no spaces); 0 on success. */
-static int parse_u64(const char *s, size_t n, unsigned long long *out) {
-    unsigned long long v = 0;
-    if (n == 0 || n > 19) return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return -1;
-        v = v * 10 + (unsigned long long)(s[i] - '0');
-    }
-    *out = v;
-    return 0;
 }
 
 static int env_u64(const char *name, unsigned long long dflt, unsigned long long *out) {
@@ -134,133 +124,6 @@ static void linger_close(int fd) {
         drained += (size_t)n;
     }
     close(fd);
-}
-
-static int ieq(const char *a, size_t an, const char *b) {
-    size_t bn = strlen(b);
-    return an == bn && strncasecmp(a, b, an) == 0;
-}
-
-static void trim(const char **s, size_t *n) {
-    while (*n > 0 && (**s == ' ' || **s == '\t')) {
-        (*s)++;
-        (*n)--;
-    }
-    while (*n > 0 && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t')) (*n)--;
-}
-
-/* Does the comma-separated list (s, n) hold `token` (case-insensitive)? */
-static int has_token(const char *s, size_t n, const char *token) {
-    while (n > 0) {
-        const char *comma = memchr(s, ',', n);
-        size_t len = comma ? (size_t)(comma - s) : n;
-        const char *t = s;
-        size_t tn = len;
-        trim(&t, &tn);
-        if (ieq(t, tn, token)) return 1;
-        if (!comma) break;
-        s += len + 1;
-        n -= len + 1;
-    }
-    return 0;
-}
-
-/* The last element of a comma-separated list, trimmed. */
-static void last_token(const char *s, size_t n, const char **t, size_t *tn) {
-    const char *p = s + n;
-    while (p > s && p[-1] != ',') p--;
-    *t = p;
-    *tn = (size_t)(s + n - p);
-    trim(t, tn);
-}
-
-/* ------------------------------------------------------- SHA-1 and base64 */
-
-static uint32_t rol32(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
-
-static void sha1_block(uint32_t h[5], const uint8_t *p) {
-    uint32_t w[80];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
-    for (int i = 16; i < 80; i++) w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
-    for (int i = 0; i < 80; i++) {
-        uint32_t f, k;
-        if (i < 20) {
-            f = (b & c) | (~b & d);
-            k = 0x5A827999;
-        } else if (i < 40) {
-            f = b ^ c ^ d;
-            k = 0x6ED9EBA1;
-        } else if (i < 60) {
-            f = (b & c) | (b & d) | (c & d);
-            k = 0x8F1BBCDC;
-        } else {
-            f = b ^ c ^ d;
-            k = 0xCA62C1D6;
-        }
-        uint32_t t = rol32(a, 5) + f + e + k + w[i];
-        e = d;
-        d = c;
-        c = rol32(b, 30);
-        b = a;
-        a = t;
-    }
-    h[0] += a;
-    h[1] += b;
-    h[2] += c;
-    h[3] += d;
-    h[4] += e;
-}
-
-static void sha1(const uint8_t *data, size_t len, uint8_t out[20]) {
-    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
-    uint8_t block[64];
-    size_t i = 0;
-    for (; i + 64 <= len; i += 64) sha1_block(h, data + i);
-    size_t rest = len - i;
-    memset(block, 0, sizeof block);
-    memcpy(block, data + i, rest);
-    block[rest] = 0x80;
-    if (rest >= 56) {
-        sha1_block(h, block);
-        memset(block, 0, sizeof block);
-    }
-    uint64_t bits = (uint64_t)len * 8;
-    for (int j = 0; j < 8; j++) block[63 - j] = (uint8_t)(bits >> (8 * j));
-    sha1_block(h, block);
-    for (int j = 0; j < 5; j++) {
-        out[4 * j] = (uint8_t)(h[j] >> 24);
-        out[4 * j + 1] = (uint8_t)(h[j] >> 16);
-        out[4 * j + 2] = (uint8_t)(h[j] >> 8);
-        out[4 * j + 3] = (uint8_t)h[j];
-    }
-}
-
-static void base64(const uint8_t *in, size_t len, char *out) {
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < len) v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < len) v |= in[i + 2];
-        out[o++] = tbl[(v >> 18) & 63];
-        out[o++] = tbl[(v >> 12) & 63];
-        out[o++] = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < len ? tbl[v & 63] : '=';
-    }
-    out[o] = '\0';
-}
-
-/* out must hold 29 bytes */
-static void ws_accept(const char *key, size_t keylen, char *out) {
-    uint8_t buf[128 + sizeof WS_GUID];
-    uint8_t digest[20];
-    memcpy(buf, key, keylen);
-    memcpy(buf + keylen, WS_GUID, sizeof WS_GUID - 1);
-    sha1(buf, keylen + sizeof WS_GUID - 1, digest);
-    base64(digest, sizeof digest, out);
 }
 
 /* ------------------------------------------------------- buffered reading */
@@ -346,57 +209,24 @@ static int read_line(conn_t *c, const char **line, size_t *len, size_t max) {
 
 /* ------------------------------------------------------------- requests */
 
-typedef struct {
-    const char *method, *target, *path;
-    size_t method_len, target_len, path_len;
-    int minor; /* HTTP/1.<minor> */
-    int head_only;
-    int has_length, chunked;
-    unsigned long long length;
-    int conn_close, conn_keepalive;
-    int upgrade_ws;
-    const char *ws_key;
-    size_t ws_key_len;
-    int expect_continue;
-    size_t raw_len; /* head without the blank line, for /headers */
-} req_t;
-
-static int is_tchar(unsigned char ch) {
-    if (ch >= 'a' && ch <= 'z') return 1;
-    if (ch >= 'A' && ch <= 'Z') return 1;
-    if (ch >= '0' && ch <= '9') return 1;
-    return ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
-
 /* Wait for a complete head: 1 found (c->head filled), 0 clean EOF,
  * -1 EOF/error inside a head, -2 head too large. */
 static int read_head(conn_t *c) {
     size_t scan = 0;
     for (;;) {
-        /* tolerate empty lines before a request line */
-        while (c->start < c->end && (c->buf[c->start] == '\r' || c->buf[c->start] == '\n')) {
-            c->start++;
+        size_t blank = http_leading_blank(c->buf + c->start, c->end - c->start);
+        if (blank > 0) {
+            c->start += blank;
             scan = 0;
         }
         size_t avail = c->end - c->start;
-        const char *b = c->buf + c->start;
-        for (size_t i = scan; i < avail; i++) {
-            if (b[i] != '\n') continue;
-            size_t end = 0;
-            if (i + 1 < avail && b[i + 1] == '\n')
-                end = i + 2;
-            else if (i + 2 < avail && b[i + 1] == '\r' && b[i + 2] == '\n')
-                end = i + 3;
-            else if (i + 2 >= avail)
-                break; /* undecided: need more input */
-            if (end) {
-                memcpy(c->head, b, end);
-                c->head_len = end;
-                c->start += end;
-                return 1;
-            }
+        size_t end = http_head_end(c->buf + c->start, avail, &scan);
+        if (end) {
+            memcpy(c->head, c->buf + c->start, end);
+            c->head_len = end;
+            c->start += end;
+            return 1;
         }
-        scan = avail > 2 ? avail - 2 : 0;
         size_t before = c->start;
         ssize_t n = conn_fill(c);
         if (n == -2) return -2;
@@ -407,117 +237,8 @@ static int read_head(conn_t *c) {
     }
 }
 
-/* Parse c->head into r; 0 ok, -1 bad request. */
-static int parse_head(conn_t *c, req_t *r) {
-    const char *p = c->head, *end = c->head + c->head_len;
-    memset(r, 0, sizeof *r);
-
-    /* raw_len: drop the terminating blank line */
-    r->raw_len = c->head_len - 1;
-    if (r->raw_len > 0 && c->head[r->raw_len - 1] == '\r') r->raw_len--;
-
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
-    size_t n = (size_t)(nl - p);
-    if (n > 0 && p[n - 1] == '\r') n--;
-    /* request line: method SP target SP HTTP/1.x */
-    size_t i = 0;
-    while (i < n && is_tchar((unsigned char)p[i])) i++;
-    if (i == 0 || i >= n || p[i] != ' ') return -1;
-    r->method = p;
-    r->method_len = i;
-    size_t t0 = ++i;
-    while (i < n && (unsigned char)p[i] > 0x20 && p[i] != 0x7f) i++;
-    if (i == t0 || i >= n || p[i] != ' ') return -1;
-    r->target = p + t0;
-    r->target_len = i - t0;
-    i++;
-    if (n - i != 8 || memcmp(p + i, "HTTP/1.", 7) != 0) return -1;
-    if (p[i + 7] == '0')
-        r->minor = 0;
-    else if (p[i + 7] == '1')
-        r->minor = 1;
-    else
-        return -1;
-    r->head_only = ieq(r->method, r->method_len, "HEAD");
-
-    /* path: the target without its query; absolute-form keeps only its path */
-    const char *path = r->target;
-    size_t plen = r->target_len;
-    if (plen > 7 && (strncasecmp(path, "http://", 7) == 0 || strncasecmp(path, "https://", 8) == 0)) {
-        const char *s = memchr(path + 8, '/', plen - 8);
-        if (s) {
-            plen -= (size_t)(s - path);
-            path = s;
-        } else {
-            path = "/";
-            plen = 1;
-        }
-    }
-    const char *q = memchr(path, '?', plen);
-    if (q) plen = (size_t)(q - path);
-    r->path = path;
-    r->path_len = plen;
-
-    /* headers */
-    p = nl + 1;
-    while (p < end) {
-        nl = memchr(p, '\n', (size_t)(end - p));
-        n = (size_t)(nl - p);
-        if (n > 0 && p[n - 1] == '\r') n--;
-        if (n == 0) break; /* the blank line */
-        if (p[0] == ' ' || p[0] == '\t') return -1; /* obsolete line folding */
-        i = 0;
-        while (i < n && is_tchar((unsigned char)p[i])) i++;
-        if (i == 0 || i >= n || p[i] != ':') return -1;
-        const char *name = p;
-        size_t name_len = i;
-        const char *val = p + i + 1;
-        size_t vlen = n - i - 1;
-        for (size_t k = 0; k < vlen; k++) {
-            unsigned char ch = (unsigned char)val[k];
-            if ((ch < 0x20 && ch != '\t') || ch == 0x7f) return -1;
-        }
-        trim(&val, &vlen);
-        if (ieq(name, name_len, "Content-Length")) {
-            unsigned long long len;
-            if (parse_u64(val, vlen, &len) != 0) return -1;
-            if (r->has_length && len != r->length) return -1;
-            r->has_length = 1;
-            r->length = len;
-        } else if (ieq(name, name_len, "Transfer-Encoding")) {
-            const char *t;
-            size_t tn;
-            last_token(val, vlen, &t, &tn);
-            if (!ieq(t, tn, "chunked")) return -1; /* a body we cannot frame */
-            r->chunked = 1;
-        } else if (ieq(name, name_len, "Connection")) {
-            if (has_token(val, vlen, "close")) r->conn_close = 1;
-            if (has_token(val, vlen, "keep-alive")) r->conn_keepalive = 1;
-        } else if (ieq(name, name_len, "Upgrade")) {
-            if (has_token(val, vlen, "websocket")) r->upgrade_ws = 1;
-        } else if (ieq(name, name_len, "Sec-WebSocket-Key")) {
-            if (vlen == 0 || vlen > 128) return -1;
-            r->ws_key = val;
-            r->ws_key_len = vlen;
-        } else if (ieq(name, name_len, "Expect")) {
-            if (ieq(val, vlen, "100-continue")) r->expect_continue = 1;
-        }
-        p = nl + 1;
-    }
-    if (r->chunked) {
-        r->has_length = 0; /* Transfer-Encoding wins; the connection ends after */
-        r->conn_close = 1;
-    }
-    return 0;
-}
-
-static int keep_alive(const req_t *r) {
-    if (r->conn_close) return 0;
-    return r->minor == 1 || r->conn_keepalive;
-}
-
 /* Read and count the body: 0 ok, -1 connection gone, -2 malformed. */
-static int read_body(conn_t *c, const req_t *r, unsigned long long *count) {
+static int read_body(conn_t *c, const http_req_t *r, unsigned long long *count) {
     *count = 0;
     if (r->has_length) {
         if (discard(c, r->length) != 0) return -1;
@@ -568,33 +289,17 @@ static int read_body(conn_t *c, const req_t *r, unsigned long long *count) {
 
 /* ------------------------------------------------------------ responses */
 
-static int send_head(const req_t *r, int status, const char *reason,
-                     const char *ctype, unsigned long long length, int keep, char *head,
-                     size_t cap, size_t *head_len) {
-    int n = snprintf(head, cap,
-                     "HTTP/1.1 %d %s\r\nServer: testbackend\r\nContent-Type: %s\r\n"
-                     "Content-Length: %llu\r\n%s\r\n",
-                     status, reason, ctype, length,
-                     !keep ? "Connection: close\r\n"
-                     : (r && r->minor == 0) ? "Connection: keep-alive\r\n"
-                                            : "");
-    if (n < 0 || (size_t)n >= cap) return -1;
-    *head_len = (size_t)n;
-    return 0;
-}
-
-static int respond(conn_t *c, const req_t *r, int status, const char *reason, const char *ctype,
+static int respond(conn_t *c, const http_req_t *r, int status, const char *reason, const char *ctype,
                    const char *body, size_t blen, int keep) {
     char head[512];
-    size_t hl;
-    if (send_head(r, status, reason, ctype, blen, keep, head, sizeof head, &hl) != 0)
-        return -1;
-    struct iovec iov[2] = {{head, hl}, {(void *)body, blen}};
+    int hl = http_format_head(head, sizeof head, r, "testbackend", status, reason, ctype, blen, keep);
+    if (hl < 0) return -1;
+    struct iovec iov[2] = {{head, (size_t)hl}, {(void *)body, blen}};
     int cnt = (r && r->head_only) || blen == 0 ? 1 : 2;
     return writev_all(c->fd, iov, cnt);
 }
 
-static int respond_text(conn_t *c, const req_t *r, int status, const char *reason, int keep,
+static int respond_text(conn_t *c, const http_req_t *r, int status, const char *reason, int keep,
                         const char *fmt, ...) {
     char body[256];
     va_list ap;
@@ -611,138 +316,71 @@ static int bad_request(conn_t *c, int status, const char *reason) {
 }
 
 /* Does path start with prefix and continue with a decimal number only? */
-static int path_number(const req_t *r, const char *prefix, unsigned long long *out, int *malformed) {
+static int path_number(const http_req_t *r, const char *prefix, unsigned long long *out, int *malformed) {
     size_t pl = strlen(prefix);
     if (r->path_len < pl || memcmp(r->path, prefix, pl) != 0) return 0;
     if (parse_u64(r->path + pl, r->path_len - pl, out) != 0) *malformed = 1;
     return 1;
 }
 
-static int route_is(const req_t *r, const char *path) {
-    return r->path_len == strlen(path) && memcmp(r->path, path, r->path_len) == 0;
-}
-
 /* ------------------------------------------------------------ WebSocket */
 
 static int ws_send(int fd, int opcode, const uint8_t *payload, size_t len) {
     uint8_t hdr[10];
-    size_t hl;
-    hdr[0] = (uint8_t)(0x80 | opcode);
-    if (len < 126) {
-        hdr[1] = (uint8_t)len;
-        hl = 2;
-    } else if (len <= 0xFFFF) {
-        hdr[1] = 126;
-        hdr[2] = (uint8_t)(len >> 8);
-        hdr[3] = (uint8_t)len;
-        hl = 4;
-    } else {
-        hdr[1] = 127;
-        for (int i = 0; i < 8; i++) hdr[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
-        hl = 10;
-    }
+    size_t hl = ws_frame_header(hdr, opcode, len);
     struct iovec iov[2] = {{hdr, hl}, {(void *)payload, len}};
     return writev_all(fd, iov, len ? 2 : 1);
 }
 
 static void ws_close_with(int fd, unsigned code) {
-    uint8_t p[2] = {(uint8_t)(code >> 8), (uint8_t)code};
-    ws_send(fd, 8, p, 2);
-}
-
-static void unmask(uint8_t *p, size_t n, const uint8_t mask[4]) {
-    for (size_t i = 0; i < n; i++) p[i] ^= mask[i & 3];
+    uint8_t p[2];
+    ws_close_code(code, p);
+    ws_send(fd, WS_CLOSE, p, 2);
 }
 
 /* Echo frames until the peer closes; the caller closes the socket. */
 static void ws_loop(conn_t *c) {
-    uint8_t *msg = NULL;
-    size_t mlen = 0, mcap = 0;
-    int mop = 0; /* opcode of the message being reassembled, 0 if none */
+    ws_msg_t msg = {0};
     for (;;) {
-        uint8_t h[2], ext[8], mask[4];
+        uint8_t h[WS_HEADER_MAX];
+        ws_frame_t f;
         if (read_exact(c, h, 2) != 0) break;
-        int fin = h[0] & 0x80, op = h[0] & 0x0f;
-        uint64_t len = h[1] & 0x7f;
-        if (len == 126) {
-            if (read_exact(c, ext, 2) != 0) break;
-            len = (uint64_t)ext[0] << 8 | ext[1];
-        } else if (len == 127) {
-            if (read_exact(c, ext, 8) != 0) break;
-            len = 0;
-            for (int i = 0; i < 8; i++) len = len << 8 | ext[i];
-        }
-        if ((h[0] & 0x70) || !(h[1] & 0x80)) { /* reserved bits, or an unmasked client frame */
-            ws_close_with(c->fd, 1002);
+        size_t hl = ws_header_len(h);
+        if (read_exact(c, h + 2, hl - 2) != 0) break;
+        long rc = ws_parse_header(h, hl, &f);
+        if (rc < 0) {
+            ws_close_with(c->fd, (unsigned)-rc);
             break;
         }
-        if (read_exact(c, mask, 4) != 0) break;
-        if (op >= 8) {
-            uint8_t ctl[125];
-            if (!fin || len > 125 || op > 10) {
-                ws_close_with(c->fd, 1002);
+        if (f.opcode >= WS_CLOSE) {
+            uint8_t ctl[125], answer[2];
+            if (read_exact(c, ctl, (size_t)f.len) != 0) break;
+            ws_unmask(ctl, (size_t)f.len, f.mask);
+            if (f.opcode == WS_CLOSE) { /* answer with the same status code */
+                ws_send(c->fd, WS_CLOSE, answer, ws_close_answer(ctl, (size_t)f.len, answer));
                 break;
             }
-            if (read_exact(c, ctl, (size_t)len) != 0) break;
-            unmask(ctl, (size_t)len, mask);
-            if (op == 8) { /* close: answer with the same status code */
-                if (len == 1) ws_close_with(c->fd, 1002);
-                else ws_send(c->fd, 8, ctl, len >= 2 ? 2 : 0);
-                break;
-            }
-            if (op == 9 && ws_send(c->fd, 10, ctl, (size_t)len) != 0) break;
+            if (f.opcode == WS_PING && ws_send(c->fd, WS_PONG, ctl, (size_t)f.len) != 0) break;
             continue; /* a pong: nothing to do */
         }
-        if (op == 0) {
-            if (!mop) {
-                ws_close_with(c->fd, 1002);
-                break;
-            }
-        } else if (op == 1 || op == 2) {
-            if (mop) {
-                ws_close_with(c->fd, 1002);
-                break;
-            }
-            mop = op;
-            mlen = 0;
-        } else {
-            ws_close_with(c->fd, 1002);
+        unsigned refusal = ws_msg_take(&msg, &f, WS_MAX_MESSAGE);
+        if (refusal) {
+            ws_close_with(c->fd, refusal);
             break;
         }
-        if (len > WS_MAX_MESSAGE - mlen) {
-            ws_close_with(c->fd, 1009);
-            break;
-        }
-        if (mlen + len > mcap) {
-            size_t ncap = mcap ? mcap : 4096;
-            while (ncap < mlen + len) ncap *= 2;
-            uint8_t *nmsg = realloc(msg, ncap);
-            if (!nmsg) {
-                ws_close_with(c->fd, 1011);
-                break;
-            }
-            msg = nmsg;
-            mcap = ncap;
-        }
-        if (read_exact(c, msg + mlen, (size_t)len) != 0) break;
-        unmask(msg + mlen, (size_t)len, mask);
-        mlen += (size_t)len;
-        if (fin) {
-            if (ws_send(c->fd, mop, msg, mlen) != 0) break;
-            mop = 0;
-            mlen = 0;
-            if (mcap > (1u << 20)) { /* give big buffers back */
-                free(msg);
-                msg = NULL;
-                mcap = 0;
-            }
+        if (read_exact(c, msg.data + msg.len, (size_t)f.len) != 0) break;
+        ws_unmask(msg.data + msg.len, (size_t)f.len, f.mask);
+        msg.len += (size_t)f.len;
+        if (f.fin) {
+            if (ws_send(c->fd, msg.opcode, msg.data, msg.len) != 0) break;
+            ws_msg_reset(&msg);
         }
     }
-    free(msg);
+    ws_msg_free(&msg);
 }
 
-static int ws_handshake(conn_t *c, const req_t *r) {
-    char accept[32];
+static int ws_handshake(conn_t *c, const http_req_t *r) {
+    char accept[WS_ACCEPT_LEN + 1];
     char head[256];
     ws_accept(r->ws_key, r->ws_key_len, accept);
     int n = snprintf(head, sizeof head,
@@ -770,7 +408,7 @@ static void die_now(int fd, unsigned long long code, int reset) {
 /* Serve one request; 1 to keep the connection, 0 to close it gracefully,
  * -1 if the socket is unusable. */
 static int serve(conn_t *c) {
-    req_t r;
+    http_req_t r;
     int rc = read_head(c);
     if (rc == 0) return -1;
     if (rc == -1) {
@@ -781,7 +419,7 @@ static int serve(conn_t *c) {
         bad_request(c, 431, "Request Header Fields Too Large");
         return 0;
     }
-    if (parse_head(c, &r) != 0) {
+    if (http_parse_head(c->head, c->head_len, &r) != 0) {
         bad_request(c, 400, "Bad Request");
         return 0;
     }
@@ -803,7 +441,7 @@ static int serve(conn_t *c) {
             return 0;
         }
     }
-    int keep = keep_alive(&r);
+    int keep = http_keep_alive(&r);
     int is_get = ieq(r.method, r.method_len, "GET") || r.head_only;
 
     if (path_number(&r, "/exit/", &num, &malformed) && !malformed && num <= 255) {
@@ -823,9 +461,9 @@ static int serve(conn_t *c) {
             return 0;
         }
         char head[512];
-        size_t hl;
-        send_head(&r, 200, "OK", "application/octet-stream", num, keep, head, sizeof head, &hl);
-        if (write_all(c->fd, head, hl) != 0) return -1;
+        int hl = http_format_head(head, sizeof head, &r, "testbackend", 200, "OK",
+                                  "application/octet-stream", num, keep);
+        if (hl < 0 || write_all(c->fd, head, (size_t)hl) != 0) return -1;
         if (!r.head_only) {
             while (num > 0) {
                 size_t n = num < IO_CHUNK ? (size_t)num : IO_CHUNK;
@@ -875,7 +513,7 @@ static int serve(conn_t *c) {
         if (chunked && write_all(c->fd, "0\r\n\r\n", 5) != 0) return -1;
         return keep;
     }
-    if (route_is(&r, "/headers")) {
+    if (http_path_is(&r, "/headers")) {
         if (respond(c, &r, 200, "OK", "text/plain", c->head, r.raw_len, keep) != 0) return -1;
         return keep;
     }
