@@ -40,6 +40,9 @@ class Figure:
 
 @dataclass
 class Ratio:
+    """A comparison of medians: `numerator op denominator`, where `op` is "/" (a
+    ratio), "-" (a difference, in `unit`) or "" (one figure's own median)."""
+
     benchmark: str
     case: str
     metric: str
@@ -48,6 +51,15 @@ class Ratio:
     value: float
     target: str = ""
     met: bool | None = None
+    op: str = "/"
+    unit: str = "x"
+
+    @property
+    def shown(self) -> str:
+        if self.op == "/":
+            return f"{self.value:.2f}x"
+        sign = "+" if self.op == "-" and self.value >= 0 else ""
+        return f"{sign}{_fmt(self.value)} {self.unit}"
 
 
 class Results:
@@ -88,16 +100,64 @@ class Results:
         *,
         target: str = "",
         check: Callable[[float], bool] | None = None,
+        op: str = "/",
+    ) -> Ratio | None:
+        """Record `numerator`'s median divided by (op "/") or minus (op "-")
+        `denominator`'s; `check` judges that value against `target`."""
+        return self._compare(benchmark, case, metric, numerator, denominator, op, target, check)
+
+    def difference(
+        self,
+        benchmark: str,
+        case: str,
+        metric: str,
+        numerator: str,
+        denominator: str,
+        *,
+        target: str = "",
+        check: Callable[[float], bool] | None = None,
+    ) -> Ratio | None:
+        """`ratio` with op "-": how much `numerator`'s median exceeds `denominator`'s."""
+        return self.ratio(
+            benchmark, case, metric, numerator, denominator, target=target, check=check, op="-"
+        )
+
+    def goal(
+        self,
+        benchmark: str,
+        case: str,
+        metric: str,
+        subject: str,
+        *,
+        target: str,
+        check: Callable[[float], bool],
+    ) -> Ratio | None:
+        """Record one figure's median against an absolute target."""
+        return self._compare(benchmark, case, metric, subject, "", "", target, check)
+
+    def _compare(
+        self,
+        benchmark: str,
+        case: str,
+        metric: str,
+        numerator: str,
+        denominator: str,
+        op: str,
+        target: str,
+        check: Callable[[float], bool] | None,
     ) -> Ratio | None:
         top = self.figure(benchmark, case, numerator, metric)
-        bottom = self.figure(benchmark, case, denominator, metric)
-        if top is None or bottom is None or not bottom.median:
+        if top is None:
             return None
-        value = top.median / bottom.median
-        ratio = Ratio(
-            benchmark, case, metric, numerator, denominator, value, target,
-            None if check is None else check(value),
-        )  # fmt: skip
+        value = top.median
+        if op:
+            bottom = self.figure(benchmark, case, denominator, metric)
+            if bottom is None or (op == "/" and not bottom.median):
+                return None
+            value = value / bottom.median if op == "/" else value - bottom.median
+        met = None if check is None else check(value)
+        unit = "x" if op == "/" else top.unit
+        ratio = Ratio(benchmark, case, metric, numerator, denominator, value, target, met, op, unit)
         self.ratios.append(ratio)
         return ratio
 
@@ -115,13 +175,14 @@ class Results:
                 f"{_fmt(f.median)} {f.unit} | {_fmt(low)}..{_fmt(high)} |"
             )
         lines.append("")
-        lines.append("| benchmark | case | metric | ratio | value | target | met |")
+        lines.append("| benchmark | case | metric | comparison | value | target | met |")
         lines.append("|---|---|---|---|---|---|---|")
         for r in self.ratios:
             met = "" if r.met is None else ("yes" if r.met else "**no**")
+            compared = f"{r.numerator} {r.op} {r.denominator}" if r.op else r.numerator
             lines.append(
-                f"| {r.benchmark} | {r.case} | {r.metric} | {r.numerator} / {r.denominator} | "
-                f"{r.value:.2f}x | {r.target} | {met} |"
+                f"| {r.benchmark} | {r.case} | {r.metric} | {compared} | "
+                f"{r.shown} | {r.target} | {met} |"
             )
         return "\n".join(lines)
 

@@ -7,6 +7,8 @@ import shutil
 import socket
 from pathlib import Path
 
+from tests.bench.services import Proc, pinned
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -54,6 +56,8 @@ PROXY = """
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection $connection_upgrade;
       proxy_buffering off;
+      proxy_buffer_size 64k;
+      proxy_buffers 4 64k;
       proxy_read_timeout 3600s;
     }}
   }}
@@ -61,22 +65,30 @@ PROXY = """
 
 
 class Nginx:
-    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, workdir: Path) -> None:
         self.proc = proc
         self.port = port
+        self.workdir = workdir
 
     @classmethod
-    async def start(cls, workdir: Path, body: str, port: int, workers: int = 1) -> Nginx:
+    async def start(
+        cls,
+        workdir: Path,
+        body: str,
+        port: int,
+        workers: int = 1,
+        cpus: frozenset[int] | None = None,
+    ) -> Nginx:
         if shutil.which("nginx") is None:
             raise RuntimeError("nginx is not installed: run `make bench` (it installs nginx-light)")
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "nginx.conf"
         conf.write_text(_COMMON.format(workers=workers, dir=workdir, body=body))
+        argv = pinned(cpus, ["nginx", "-c", str(conf), "-p", str(workdir)])
         proc = await asyncio.create_subprocess_exec(
-            "nginx", "-c", str(conf), "-p", str(workdir),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        server = cls(proc, port)
+        server = cls(proc, port, workdir)
         await server.wait_listening()
         return server
 
@@ -84,7 +96,9 @@ class Nginx:
         async with asyncio.timeout(timeout):
             while True:
                 if self.proc.returncode is not None:
-                    raise RuntimeError("nginx exited at start-up")
+                    log = self.workdir / "error.log"
+                    said = log.read_text(errors="replace")[-1000:] if log.exists() else ""
+                    raise RuntimeError(f"nginx exited at start-up: {said}")
                 try:
                     _, writer = await asyncio.open_connection("127.0.0.1", self.port)
                     writer.close()
@@ -93,24 +107,20 @@ class Nginx:
                     await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await Proc(self.proc).stop()
 
 
-async def upstream(workdir: Path, workers: int = 1) -> Nginx:
+async def upstream(workdir: Path, workers: int = 1, cpus: frozenset[int] | None = None) -> Nginx:
     port = free_port()
-    return await Nginx.start(workdir, UPSTREAM.format(port=port), port, workers)
+    return await Nginx.start(workdir, UPSTREAM.format(port=port), port, workers, cpus)
 
 
-async def reverse_proxy(workdir: Path, target: str, workers: int = 1) -> Nginx:
+async def reverse_proxy(
+    workdir: Path, target: str, workers: int = 1, cpus: frozenset[int] | None = None
+) -> Nginx:
     """nginx proxying to `target` (host:port), keep-alive and upgrades passed through."""
     port = free_port()
     upstream_port = target.rsplit(":", 1)[1]
     body = PROXY.format(port=port, upstream=upstream_port, target="backend")
     body = body.replace("server 127.0.0.1:" + upstream_port, "server " + target)
-    return await Nginx.start(workdir, body, port, workers)
+    return await Nginx.start(workdir, body, port, workers, cpus)

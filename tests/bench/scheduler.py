@@ -16,39 +16,11 @@ from pathlib import Path
 from shared import bus, protocol, subjects, wire
 from tests.bench.dronesim import ECHO_SUBJECT
 from tests.bench.harness import Results, alternate, percentile
+from tests.bench.services import Proc
 from tests.support.natsserver import NatsServer
 
 CLUSTER = "bench.test"
 BIN = Path(sys.executable).parent
-
-
-class Proc:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    @classmethod
-    async def start(cls, *argv: str, ready_line: bytes | None = None) -> Proc:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdout=asyncio.subprocess.PIPE if ready_line else asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        if ready_line:
-            assert proc.stdout is not None
-            async with asyncio.timeout(60):
-                while ready_line not in await proc.stdout.readline():
-                    if proc.returncode is not None:
-                        raise RuntimeError(f"{argv[0]} exited")
-        return cls(proc)
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
 
 
 async def load(

@@ -7,6 +7,9 @@ import re
 import shutil
 from dataclasses import dataclass
 
+from tests.bench.harness import Results
+from tests.bench.services import pinned
+
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
@@ -42,7 +45,13 @@ def parse(output: str) -> WrkResult:
 
 
 async def run(
-    url: str, *, connections: int, seconds: float, threads: int = 1, host: str | None = None
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    threads: int = 1,
+    host: str | None = None,
+    cpus: frozenset[int] | None = None,
 ) -> WrkResult:
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: run `make bench` (it installs Debian's wrk)")
@@ -53,9 +62,18 @@ async def run(
     if host:
         argv += ["-H", f"Host: {host}"]
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *pinned(cpus, argv), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await asyncio.wait_for(proc.communicate(), seconds + 30)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed: {err.decode()}")
     return parse(out.decode())
+
+
+def record(results: Results, benchmark: str, case: str, subject: str, found: WrkResult) -> None:
+    """Add one run's requests/s, p50 and p99; note its errors."""
+    results.add(benchmark, case, subject, "requests/s", found.requests_per_sec, "req/s")
+    results.add(benchmark, case, subject, "p50", found.p50_ms, "ms", False)
+    results.add(benchmark, case, subject, "p99", found.p99_ms, "ms", False)
+    if found.errors:
+        results.note(f"{benchmark} {case} {subject}: {found.errors} errors")
