@@ -11,13 +11,16 @@ from pathlib import Path
 
 import uvloop
 
-from tests.bench import scheduler
+from tests.bench import proxy, scale, scheduler, websocket
 from tests.bench.harness import Results
 
 Runner = Callable[[Results, Path], Awaitable[None]]
 
 SUITES: dict[str, Callable[..., Awaitable[None]]] = {
     "scheduler": scheduler.run,
+    "proxy": proxy.run,
+    "websocket": websocket.run,
+    "scale": scale.run,
 }
 
 
