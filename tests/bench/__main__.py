@@ -11,7 +11,7 @@ from pathlib import Path
 
 import uvloop
 
-from tests.bench import proxy, scale, scheduler, websocket
+from tests.bench import proxy, scale, scheduler, spawn, sweep, websocket
 from tests.bench.harness import Results
 
 Runner = Callable[[Results, Path], Awaitable[None]]
@@ -21,6 +21,8 @@ SUITES: dict[str, Callable[..., Awaitable[None]]] = {
     "proxy": proxy.run,
     "websocket": websocket.run,
     "scale": scale.run,
+    "spawn": spawn.run,
+    "sweep": sweep.run,
 }
 
 
