@@ -203,11 +203,12 @@ int http_path_is(const http_req_t *r, const char *path) {
 }
 
 int http_format_head(char *head, size_t cap, const http_req_t *r, const char *server, int status,
-                     const char *reason, const char *ctype, unsigned long long length, int keep) {
+                     const char *reason, const char *ctype, const char *extra,
+                     unsigned long long length, int keep) {
     int n = snprintf(head, cap,
-                     "HTTP/1.1 %d %s\r\nServer: %s\r\nContent-Type: %s\r\n"
+                     "HTTP/1.1 %d %s\r\nServer: %s\r\nContent-Type: %s\r\n%s"
                      "Content-Length: %llu\r\n%s\r\n",
-                     status, reason, server, ctype, length,
+                     status, reason, server, ctype, extra ? extra : "", length,
                      !keep ? "Connection: close\r\n"
                      : (r && r->minor == 0) ? "Connection: keep-alive\r\n"
                                             : "");

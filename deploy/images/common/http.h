@@ -49,8 +49,10 @@ int http_keep_alive(const http_req_t *r);
 int http_path_is(const http_req_t *r, const char *path);
 
 /* Format a response head with Content-Length into head; its length, or -1 when
- * it does not fit. r may be NULL (a request that could not be parsed). */
+ * it does not fit. r may be NULL (a request that could not be parsed); extra
+ * holds more header lines, each ending in CRLF, or is NULL. */
 int http_format_head(char *head, size_t cap, const http_req_t *r, const char *server, int status,
-                     const char *reason, const char *ctype, unsigned long long length, int keep);
+                     const char *reason, const char *ctype, const char *extra,
+                     unsigned long long length, int keep);
 
 #endif

@@ -1,5 +1,6 @@
 #include "ws.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,7 +85,8 @@ static void base64(const uint8_t *in, size_t len, char *out) {
     out[o] = '\0';
 }
 
-void ws_accept(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1]) {
+/* Sec-WebSocket-Accept for a Sec-WebSocket-Key of at most 128 bytes. */
+static void ws_accept(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1]) {
     uint8_t buf[128 + sizeof WS_GUID];
     uint8_t digest[20];
     if (keylen > 128) keylen = 128;
@@ -92,6 +94,17 @@ void ws_accept(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1]) {
     memcpy(buf + keylen, WS_GUID, sizeof WS_GUID - 1);
     sha1(buf, keylen + sizeof WS_GUID - 1, digest);
     base64(digest, sizeof digest, out);
+}
+
+int ws_handshake_head(char *out, size_t cap, const char *server, const char *key, size_t keylen) {
+    char accept[WS_ACCEPT_LEN + 1];
+    ws_accept(key, keylen, accept);
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 101 Switching Protocols\r\nServer: %s\r\n"
+                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\n\r\n",
+                     server, accept);
+    return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
 /* ------------------------------------------------------------- frames */

@@ -30,9 +30,9 @@ enum {
 #define WS_ACCEPT_LEN 28 /* base64 of a SHA-1 digest */
 #define WS_HEADER_MAX 14 /* 2 + 8 bytes of length + 4 of mask */
 
-/* Sec-WebSocket-Accept for a Sec-WebSocket-Key of at most 128 bytes;
- * out gets WS_ACCEPT_LEN characters and a NUL. */
-void ws_accept(const char *key, size_t keylen, char out[WS_ACCEPT_LEN + 1]);
+/* The 101 response head that completes a handshake with Sec-WebSocket-Key key;
+ * its length, or -1 when it does not fit in cap bytes. */
+int ws_handshake_head(char *out, size_t cap, const char *server, const char *key, size_t keylen);
 
 /* The header of an unfragmented, unmasked server frame; its length (2, 4 or 10). */
 size_t ws_frame_header(uint8_t hdr[10], int opcode, uint64_t len);

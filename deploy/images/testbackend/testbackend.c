@@ -292,7 +292,8 @@ static int read_body(conn_t *c, const http_req_t *r, unsigned long long *count) 
 static int respond(conn_t *c, const http_req_t *r, int status, const char *reason, const char *ctype,
                    const char *body, size_t blen, int keep) {
     char head[512];
-    int hl = http_format_head(head, sizeof head, r, "testbackend", status, reason, ctype, blen, keep);
+    int hl = http_format_head(head, sizeof head, r, "testbackend", status, reason, ctype, NULL,
+                              blen, keep);
     if (hl < 0) return -1;
     struct iovec iov[2] = {{head, (size_t)hl}, {(void *)body, blen}};
     int cnt = (r && r->head_only) || blen == 0 ? 1 : 2;
@@ -380,15 +381,9 @@ static void ws_loop(conn_t *c) {
 }
 
 static int ws_handshake(conn_t *c, const http_req_t *r) {
-    char accept[WS_ACCEPT_LEN + 1];
     char head[256];
-    ws_accept(r->ws_key, r->ws_key_len, accept);
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 101 Switching Protocols\r\nServer: testbackend\r\n"
-                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Accept: %s\r\n\r\n",
-                     accept);
-    return write_all(c->fd, head, (size_t)n);
+    int n = ws_handshake_head(head, sizeof head, "testbackend", r->ws_key, r->ws_key_len);
+    return n < 0 ? -1 : write_all(c->fd, head, (size_t)n);
 }
 
 /* ------------------------------------------------------------ the server */
@@ -462,7 +457,7 @@ static int serve(conn_t *c) {
         }
         char head[512];
         int hl = http_format_head(head, sizeof head, &r, "testbackend", 200, "OK",
-                                  "application/octet-stream", num, keep);
+                                  "application/octet-stream", NULL, num, keep);
         if (hl < 0 || write_all(c->fd, head, (size_t)hl) != 0) return -1;
         if (!r.head_only) {
             while (num > 0) {
