@@ -29,8 +29,9 @@ tools: ## Install the Debian tools tests use (dig)
 bench-tools: ## Install the load generator and peer used by benchmarks (wrk, nginx)
 	bash deploy/ensure-packages.sh wrk=wrk nginx=nginx-light
 
-images: docker ## Build the local images (test backend), only when their files changed
+images: docker ## Build the local images (test backend, demo), only when their files changed
 	bash deploy/build-image.sh testbackend deploy/images/testbackend
+	bash deploy/build-image.sh demo deploy/images/demo
 
 lint: install ## ruff and mypy --strict over the three packages
 	$(BIN)/ruff check .
