@@ -76,6 +76,17 @@ STREAM_TIMEOUT_SECS = 5.0
 LOG_STREAM_MAX_PER_SUBJECT = 500
 
 
+def next_sweep_delay(now: float, due_times: list[float], interval: float) -> float:
+    """How long the sweeper may sleep: until the earliest known due time, at most `interval`.
+
+    A backend that turns idle while we sleep is due `max_idle_secs` later, so the
+    interval bounds its lateness; the ones already idle are swept on time.
+    """
+    if not due_times:
+        return interval
+    return max(0.001, min(interval, min(due_times) - now))
+
+
 class Agent:
     def __init__(
         self,
@@ -543,15 +554,20 @@ class Agent:
 
     async def _sweeper(self) -> None:
         activity = self.services.activity
+        delay = self.settings.agent.sweep_interval_secs
         while True:
-            await asyncio.sleep(self.settings.agent.sweep_interval_secs)
+            await asyncio.sleep(delay)
             now = time.monotonic()
+            due_times: list[float] = []
             for runner in list(self._runners.values()):
                 if runner.state is not BackendState.READY:
                     continue
                 idle_since = activity.idle_since(runner.backend_id)
                 if sweep_due(now, idle_since, runner.identity.max_idle_secs):
                     runner.post_swept_once(IdleSwept())
+                elif idle_since is not None:
+                    due_times.append(idle_since + runner.identity.max_idle_secs)
+            delay = next_sweep_delay(now, due_times, self.settings.agent.sweep_interval_secs)
 
     async def _dns_refresh(self) -> None:
         while True:

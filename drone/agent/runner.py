@@ -253,8 +253,8 @@ class BackendRunner:
             return Created()
         assert self.container_id is not None
         await runtime.start(self.container_id)
-        self._started_at = time.monotonic()
         info = await runtime.inspect(self.container_id)
+        self._started_at = time.monotonic()  # the start phase ends once we know its address
         self.ip = info.ip
         if not info.running and info.exit_code is not None:
             # Gone already: say so in order, after Started.
@@ -277,12 +277,13 @@ class BackendRunner:
 
     def _watch_starting(self) -> None:
         agent = self.services.settings.agent
+        # the probe first: its connect goes out before the Docker requests of the others
+        self._watch("probe", self._probe())
+        self._watch("ready-timer", self._ready_timer(agent.ready_timeout_secs))
         if self.container_id is not None:
             for kind in (LogKind.STDOUT, LogKind.STDERR):
                 self._watch(f"logs-{kind.value}", self._forward_output(kind))
             self._watch("stats", self._send_stats())
-        self._watch("probe", self._probe())
-        self._watch("ready-timer", self._ready_timer(agent.ready_timeout_secs))
 
     async def _probe(self) -> None:
         agent = self.services.settings.agent

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from drone.agent import probe, spec, statedir
+from drone.agent.agent import next_sweep_delay
 from drone.agent.docker_runtime import (
     Conflict,
     DockerFailure,
@@ -232,3 +233,10 @@ def test_docker_errors_become_the_runtimes_own(raised: BaseException, kind: type
     error = translate_error("create", raised)
     assert type(error) is kind
     assert str(error).startswith("create: ")
+
+
+def test_the_sweeper_sleeps_until_the_earliest_due_backend_at_most_one_interval() -> None:
+    assert next_sweep_delay(10.0, [], 0.25) == 0.25
+    assert next_sweep_delay(10.0, [10.1, 12.0], 0.25) == pytest.approx(0.1)
+    assert next_sweep_delay(10.0, [30.0], 0.25) == 0.25
+    assert next_sweep_delay(10.0, [9.0], 0.25) == 0.001  # overdue: look again at once
