@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="proxy address (env PLANE_PROXY_LISTEN; default 127.0.0.1:8080)",
     )
     parser.add_argument(
+        "--proxy-workers",
+        metavar="N",
+        help="processes serving the proxy port: 1 (default), N, or 0/'auto' for one per CPU "
+        "(env PLANE_PROXY_WORKERS)",
+    )
+    parser.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
         help="Prometheus endpoint, or 'off' (env PLANE_METRICS_LISTEN; default 127.0.0.1:9102)",
@@ -63,6 +69,7 @@ def settings_from(argv: list[str] | None) -> DroneSettings:
             "cluster": args.cluster,
             "ip": args.ip,
             "proxy.listen": args.proxy_listen,
+            "proxy.workers": args.proxy_workers,
             "metrics_listen": args.metrics_listen,
             "state_dir": args.state_dir,
             "docker.network": args.docker_network,

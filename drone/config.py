@@ -7,6 +7,8 @@ Sections: top level (identity, NATS, state), `[docker]` (how backends run),
 from __future__ import annotations
 
 import ipaddress
+import os
+from typing import Literal
 
 import msgspec
 
@@ -60,6 +62,9 @@ class ProxySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     retry_after_secs: int = 2  # Retry-After on a 503 for a backend that is not ready yet
     tls_reload_interval_secs: float = 5.0  # how often the certificate files are checked
     linger_secs: float = 2.0  # how long a socket closed after an error drains unread request bytes
+    # Processes serving the listener (SO_REUSEPORT). 1: the drone process alone; N > 1: the
+    # drone process and N - 1 worker processes; 0 or "auto": one per CPU.
+    workers: int | Literal["auto"] = 1
 
 
 class DroneSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -79,6 +84,7 @@ class DroneSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 # Short PLANE_* names for the flags' environment twins.
 ENV_ALIASES: dict[str, tuple[str, ...]] = {
     "proxy_listen": ("proxy", "listen"),
+    "proxy_workers": ("proxy", "workers"),
     "docker_network": ("docker", "network"),
     "docker_socket": ("docker", "socket"),
 }
@@ -89,6 +95,21 @@ def enabled(listen: str | None) -> str | None:
     if listen is None or listen.strip().lower() in ("", "off", "none"):
         return None
     return listen
+
+
+MAX_PROXY_WORKERS = 256
+
+
+def proxy_workers(settings: ProxySettings) -> int:
+    """How many processes serve the proxy's listener; raises `ConfigError`."""
+    workers = settings.workers
+    if workers == "auto" or workers == 0:
+        return os.cpu_count() or 1
+    if not 0 < workers <= MAX_PROXY_WORKERS:
+        raise ConfigError(
+            f"proxy.workers: must be 1 to {MAX_PROXY_WORKERS}, 0 or 'auto', got {workers}"
+        )
+    return workers
 
 
 def check(settings: DroneSettings) -> None:
@@ -132,6 +153,7 @@ def check(settings: DroneSettings) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be more than 0, got {value}")
+    proxy_workers(settings.proxy)
     if agent.stop_timeout_secs < 0:
         raise ConfigError(
             f"agent.stop_timeout_secs: must be 0 or more, got {agent.stop_timeout_secs}"

@@ -3,6 +3,9 @@
 The agent owns the backends' lives and tells the route table where each one
 listens; the proxy looks routes up by backend ID and reports traffic to the
 activity tracker, which the agent's sweeper reads. Neither side does I/O here.
+With several proxy worker processes, the main process's table is the source:
+its watchers copy every change to the workers, and the workers' traffic comes
+back to the main tracker as begin/end pairs (`drone.proxy.workers`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 class RouteState(enum.Enum):
@@ -34,11 +38,27 @@ class _Entry:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+RouteWatcher = Callable[[str, Route | None], None]
+
+
 class RouteTable:
     """Backend ID → where the proxy sends its traffic."""
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._watchers: list[RouteWatcher] = []
+
+    def watch(self, watcher: RouteWatcher) -> None:
+        """Call `watcher(backend_id, route or None when removed)` after every change."""
+        self._watchers.append(watcher)
+
+    def unwatch(self, watcher: RouteWatcher) -> None:
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
+    def snapshot(self) -> list[Route]:
+        """Every route as it is now."""
+        return [entry.route for entry in self._entries.values()]
 
     def set_pending(self, backend_id: str, bearer_token: str | None = None) -> None:
         self._replace(backend_id, Route(backend_id, RouteState.PENDING, bearer_token=bearer_token))
@@ -50,12 +70,16 @@ class RouteTable:
         entry = self._entries.pop(backend_id, None)
         if entry is not None:
             entry.changed.set()
+            for watcher in self._watchers:
+                watcher(backend_id, None)
 
     def _replace(self, backend_id: str, route: Route) -> None:
         old = self._entries.get(backend_id)
         self._entries[backend_id] = _Entry(route)
         if old is not None:
             old.changed.set()
+        for watcher in self._watchers:
+            watcher(backend_id, route)
 
     def get(self, backend_id: str) -> Route | None:
         entry = self._entries.get(backend_id)
@@ -85,6 +109,14 @@ class RouteTable:
 def sweep_due(now: float, idle_since: float | None, max_idle_secs: float) -> bool:
     """Whether a backend idle since `idle_since` (None: busy) must be swept at `now`."""
     return idle_since is not None and now - idle_since >= max_idle_secs
+
+
+class Activity(Protocol):
+    """What the proxy reports: one begin and one end per request or tunnel."""
+
+    def begin(self, backend_id: str) -> None: ...
+
+    def end(self, backend_id: str) -> None: ...
 
 
 class ActivityTracker:

@@ -1,6 +1,7 @@
 """The drone process: settings, NATS, Docker, the agent, the proxy and metrics, wired.
 
-Start-up order: the metrics endpoint and the proxy first (the proxy holds
+Start-up order: the metrics endpoint and the proxy (with its worker processes,
+when `proxy.workers` asks for more than one) first (the proxy holds
 requests for backends that are not ready yet, so it may as well listen
 early), then NATS, then the agent, which adopts running containers and
 routes them before it takes new spawns. `stop` goes the other way: the agent
@@ -23,6 +24,7 @@ from drone.agent.agent import Agent
 from drone.agent.metrics import AgentMetrics
 from drone.config import DroneSettings, check, enabled
 from drone.proxy.server import ProxyServer
+from drone.proxy.workers import WorkerOptions
 from drone.routes import ActivityTracker, RouteTable
 from shared import bus, metrics
 from shared.config import ConfigError
@@ -51,7 +53,14 @@ class Drone:
         self.activity = ActivityTracker()
         try:
             self.proxy = ProxyServer(
-                settings.proxy, settings.cluster, self.routes, self.activity, self.registry
+                settings.proxy,
+                settings.cluster,
+                self.routes,
+                self.activity,
+                self.registry,
+                worker_options=WorkerOptions(
+                    log_level=settings.log_level, log_format=settings.log_format
+                ),
             )
         except ConfigError as exc:
             raise DroneError(str(exc)) from None

@@ -25,7 +25,7 @@ from drone.proxy.metrics import ProxyMetrics
 from drone.proxy.timer import Deadline
 from drone.proxy.tunnel import Tunnel
 from drone.proxy.upstream import UpstreamConnection, UpstreamPool
-from drone.routes import ActivityTracker, RouteTable
+from drone.routes import Activity, RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class ProxyContext:
     loop: asyncio.AbstractEventLoop
     settings: ProxySettings
     routes: RouteTable
-    activity: ActivityTracker
+    activity: Activity
     metrics: ProxyMetrics
     pool: UpstreamPool
     domain: bytes  # the cluster name as Host headers are matched against it

@@ -2,7 +2,10 @@
 
 `ProxyServer` is what the drone process creates: it binds the main listener
 (HTTPS when a certificate is configured, plain HTTP otherwise) and, with TLS,
-optionally a plain listener that redirects to it.
+optionally a plain listener that redirects to it. With `proxy.workers` above
+one it binds the listener with SO_REUSEPORT and starts the worker processes
+that share it (`drone.proxy.workers`); each of those runs a `ProxyServer` of
+its own with `reuse_port` and one process.
 """
 
 from __future__ import annotations
@@ -11,16 +14,18 @@ import asyncio
 import logging
 import ssl
 
+import msgspec
 from prometheus_client import CollectorRegistry
 
-from drone.config import ProxySettings
+from drone.config import ProxySettings, proxy_workers
 from drone.proxy.client import ClientConnection, ProxyContext
 from drone.proxy.headers import cluster_domain
 from drone.proxy.metrics import ProxyMetrics
 from drone.proxy.redirect import RedirectConnection
 from drone.proxy.tls import CertificateStore
 from drone.proxy.upstream import UpstreamPool
-from drone.routes import ActivityTracker, RouteTable
+from drone.proxy.workers import WorkerFleet, WorkerOptions
+from drone.routes import Activity, RouteTable
 from shared.config import ConfigError, parse_listen
 
 log = logging.getLogger(__name__)
@@ -32,9 +37,14 @@ class ProxyServer:
         settings: ProxySettings,
         cluster: str,
         routes: RouteTable,
-        activity: ActivityTracker,
+        activity: Activity,
         registry: CollectorRegistry,
+        *,
+        reuse_port: bool = False,
+        worker_options: WorkerOptions | None = None,
     ) -> None:
+        """Raises `ConfigError` for settings that cannot work together."""
+        self.processes = proxy_workers(settings)
         if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
             raise ConfigError("proxy.tls_cert_file and proxy.tls_key_file go together")
         if settings.https_redirect_listen is not None and settings.tls_cert_file is None:
@@ -44,6 +54,9 @@ class ProxyServer:
         self.routes = routes
         self.activity = activity
         self.metrics = ProxyMetrics(registry)
+        self.worker_options = worker_options or WorkerOptions()
+        self.fleet: WorkerFleet | None = None  # with more than one process
+        self._reuse_port = reuse_port or self.processes > 1
         self.certificates: CertificateStore | None = None
         self._ctx: ProxyContext | None = None
         self._server: asyncio.Server | None = None
@@ -109,6 +122,7 @@ class ProxyServer:
             ssl_handshake_timeout=settings.head_timeout_secs if ssl_context else None,
             backlog=1024,
             reuse_address=True,
+            reuse_port=self._reuse_port,
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
         if settings.https_redirect_listen is not None:
@@ -126,15 +140,51 @@ class ProxyServer:
                 self._server.close()
                 raise
             self._redirect_port = int(self._redirect.sockets[0].getsockname()[1])
+        if self.processes > 1:
+            await self._start_workers(host)
         if self.certificates is not None:
             self.certificates.start(loop)
         log.info(
-            "proxy listening on %s:%d (%s)", host, self.port, "https" if ssl_context else "http"
+            "proxy listening on %s:%d (%s)%s",
+            host,
+            self.port,
+            "https" if ssl_context else "http",
+            f" in {self.processes} processes" if self.processes > 1 else "",
         )
+
+    async def _start_workers(self, host: str) -> None:
+        listen = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        worker_settings = msgspec.structs.replace(
+            self.settings, listen=listen, workers=1, https_redirect_listen=None
+        )
+        fleet = WorkerFleet(
+            self.processes - 1,
+            worker_settings,
+            self.cluster,
+            self.routes,
+            self.activity,
+            self.metrics,
+            self.worker_options,
+        )
+        try:
+            await fleet.start()
+        except BaseException:
+            for server in (self._server, self._redirect):
+                if server is not None:
+                    server.close()
+            self._server = self._redirect = None
+            raise
+        self.fleet = fleet
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let requests in flight finish for up to `grace` seconds,
-        then close every socket, upgraded ones included."""
+        then close every socket, upgraded ones included; workers alike."""
+        if self.fleet is not None:
+            await asyncio.gather(self._stop_here(grace), self.fleet.stop(grace))
+        else:
+            await self._stop_here(grace)
+
+    async def _stop_here(self, grace: float) -> None:
         for server in (self._server, self._redirect):
             if server is not None:
                 server.close()

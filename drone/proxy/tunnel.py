@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable
 
 from drone.proxy.metrics import ProxyMetrics
-from drone.routes import ActivityTracker
+from drone.routes import Activity
 
 # After one side closes, the other gets this long to flush before it is cut.
 CLOSE_GRACE_SECS = 10.0
@@ -72,7 +72,7 @@ class Tunnel:
         backend: str,
         client: asyncio.Transport,
         upstream: asyncio.Transport,
-        activity: ActivityTracker,
+        activity: Activity,
         metrics: ProxyMetrics,
         on_closed: Callable[[Tunnel], None],
     ) -> None:

@@ -14,9 +14,11 @@ import httpx
 import pytest
 import uvloop
 from prometheus_client import CollectorRegistry
+from websockets.asyncio.client import connect
 
 from drone.config import ProxySettings
 from drone.proxy.server import ProxyServer
+from drone.proxy.workers import WorkerOptions
 from drone.routes import ActivityTracker, RouteTable
 from tests.support.docker import TEST_LABEL, container_ip
 
@@ -108,12 +110,14 @@ def pytest_asyncio_loop_factories(
 async def make_proxy() -> AsyncIterator[MakeProxy]:
     started: list[ProxyServer] = []
 
-    async def make(**overrides: Any) -> Proxy:
+    async def make(worker_options: WorkerOptions | None = None, **overrides: Any) -> Proxy:
         settings = ProxySettings(**{**FAST, **overrides})
         routes = RouteTable()
         activity = RecordingActivity()
         registry = CollectorRegistry()
-        server = ProxyServer(settings, CLUSTER, routes, activity, registry)
+        server = ProxyServer(
+            settings, CLUSTER, routes, activity, registry, worker_options=worker_options
+        )
         await server.start()
         started.append(server)
         return Proxy(server, routes, activity, registry)
@@ -194,3 +198,24 @@ async def read_response(reader: asyncio.StreamReader, timeout: float = 10.0) -> 
             length = int(value)
     body = await asyncio.wait_for(reader.readexactly(length), timeout)
     return status, body
+
+
+def ws_connect(proxy: Proxy, backend_id: str, path: str = "/ws") -> connect:
+    """A WebSocket to a backend through the proxy (use with `async with` or `await`)."""
+    return connect(
+        f"ws://{backend_id}.{CLUSTER}:{proxy.port}{path}",
+        host="127.0.0.1",
+        port=proxy.port,
+        proxy=None,
+        open_timeout=10,
+        close_timeout=5,
+    )
+
+
+async def assert_not_accepting(port: int) -> None:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return
+    writer.close()
+    raise AssertionError("the proxy still accepts connections after stop()")

@@ -9,18 +9,7 @@ from prometheus_client import generate_latest
 from websockets.asyncio.client import ClientConnection, connect
 
 from drone.routes import sweep_due
-from tests.proxy.conftest import CLUSTER, Backend, Proxy
-
-
-def ws_connect(proxy: Proxy, backend_id: str, path: str = "/ws") -> connect:
-    return connect(
-        f"ws://{backend_id}.{CLUSTER}:{proxy.port}{path}",
-        host="127.0.0.1",
-        port=proxy.port,
-        proxy=None,
-        open_timeout=10,
-        close_timeout=5,
-    )
+from tests.proxy.conftest import CLUSTER, Backend, Proxy, ws_connect
 
 
 async def echo(ws: ClientConnection, message: str | bytes) -> str | bytes:
