@@ -130,9 +130,13 @@ class WorkerFleet:
     async def start(self) -> None:
         """Start every worker and wait until each listens; raises OSError if one cannot."""
         self.routes.watch(self._on_route)
-        results = await asyncio.gather(
-            *(self._launch(worker) for worker in self.workers), return_exceptions=True
-        )
+        try:
+            results = await asyncio.gather(
+                *(self._launch(worker) for worker in self.workers), return_exceptions=True
+            )
+        except BaseException:  # cancelled: leave no process behind
+            await self.stop(0.0)
+            raise
         for worker, result in zip(self.workers, results, strict=True):
             if isinstance(result, BaseException):
                 await self.stop(0.0)

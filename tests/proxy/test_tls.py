@@ -35,6 +35,24 @@ def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
+class LiveCertificates:
+    """Two certificates, the old one in the files the proxy serves until `swap()`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.old_cert, self.old_key = make_certificate(directory, "old")
+        self.new_cert, self.new_key = make_certificate(directory, "new")
+        self.live_cert, self.live_key = directory / "live.crt", directory / "live.key"
+        self.live_cert.write_bytes(self.old_cert.read_bytes())
+        self.live_key.write_bytes(self.old_key.read_bytes())
+
+    def swap(self) -> None:
+        """Replace both files by rename, as certificate tools do."""
+        for source, live in ((self.new_key, self.live_key), (self.new_cert, self.live_cert)):
+            staged = live.with_suffix(".tmp")
+            staged.write_bytes(source.read_bytes())
+            os.replace(staged, live)
+
+
 def trusting(cert: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(cert))
     context.set_alpn_protocols(["http/1.1"])
@@ -65,14 +83,11 @@ async def get(
 async def test_https_with_a_certificate_swapped_on_disk(
     make_proxy: MakeProxy, start_backend: StartBackend, tmp_path: Path
 ) -> None:
-    old_cert, old_key = make_certificate(tmp_path, "old")
-    new_cert, new_key = make_certificate(tmp_path, "new")
-    live_cert, live_key = tmp_path / "live.crt", tmp_path / "live.key"
-    live_cert.write_bytes(old_cert.read_bytes())
-    live_key.write_bytes(old_key.read_bytes())
+    certs = LiveCertificates(tmp_path)
+    old_cert, new_cert = certs.old_cert, certs.new_cert
     proxy = await make_proxy(
-        tls_cert_file=str(live_cert),
-        tls_key_file=str(live_key),
+        tls_cert_file=str(certs.live_cert),
+        tls_key_file=str(certs.live_key),
         tls_reload_interval_secs=0.1,
         https_redirect_listen="127.0.0.1:0",
     )
@@ -87,11 +102,7 @@ async def test_https_with_a_certificate_swapped_on_disk(
     assert status == 200
     assert b"x-forwarded-proto: https" in seen.lower()
 
-    # replace both files by rename, as certificate tools do
-    for source, live in ((new_key, live_key), (new_cert, live_cert)):
-        staged = live.with_suffix(".tmp")
-        staged.write_bytes(source.read_bytes())
-        os.replace(staged, live)
+    certs.swap()
 
     deadline = time.monotonic() + 10
     while True:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,7 @@ from tests.proxy.conftest import (
     raw_request,
     ws_connect,
 )
+from tests.proxy.test_tls import LiveCertificates, get, open_tls
 
 QUICK = WorkerOptions(report_secs=0.1, restart_min_secs=0.1)
 
@@ -191,6 +194,44 @@ async def test_a_killed_worker_is_started_again_with_every_route(
     await fleet.wait_until(lambda: served(fleet, 1) > 0)  # the new worker serves both
 
 
+async def test_every_process_serves_https_and_reloads_the_certificate(
+    make_proxy: MakeProxy, start_backend: StartBackend, tmp_path: Path
+) -> None:
+    certs = LiveCertificates(tmp_path)
+    proxy, fleet = await two_processes(
+        make_proxy,
+        tls_cert_file=str(certs.live_cert),
+        tls_key_file=str(certs.live_key),
+        tls_reload_interval_secs=0.1,
+    )
+    backend = await start_backend()
+    proxy.routes.set_ready(backend.id, backend.ip, backend.port, None)
+    await fleet.synced()
+
+    async def fetch(cert: Path) -> int:
+        reader, writer = await open_tls(proxy, backend.id, cert)
+        try:
+            return (await get(reader, writer, proxy.host(backend.id), "/"))[0]
+        finally:
+            writer.close()
+
+    assert await asyncio.gather(*(fetch(certs.old_cert) for _ in range(24))) == [200] * 24
+    await fleet.wait_until(lambda: served(fleet, 0) + served(fleet, 1) == 24)
+    assert served(fleet, 0) > 0 and served(fleet, 1) > 0
+    certs.swap()
+    # Each process polls the files on its own: until both do, some handshakes fail.
+    deadline = time.monotonic() + 10
+    while True:
+        results = await asyncio.gather(
+            *(fetch(certs.new_cert) for _ in range(24)), return_exceptions=True
+        )
+        if not any(isinstance(result, ssl.SSLCertVerificationError) for result in results):
+            break
+        assert time.monotonic() < deadline, "some process never served the new certificate"
+        await asyncio.sleep(0.05)
+    assert results == [200] * 24
+
+
 PARENT = """
 import asyncio, sys
 from prometheus_client import CollectorRegistry
@@ -287,3 +328,11 @@ def test_a_bad_workers_setting_is_a_config_error(tmp_path: Path) -> None:
         )
     with pytest.raises(DroneError, match=r"proxy\.workers"):
         Drone(DroneSettings(state_dir=str(tmp_path), proxy=ProxySettings(workers=999)))
+
+
+async def test_a_worker_that_cannot_start_fails_the_start(
+    make_proxy: MakeProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # a process that exits at once
+    with pytest.raises(OSError, match="proxy worker 1: exited before it listened"):
+        await make_proxy(workers=2, worker_options=QUICK)
