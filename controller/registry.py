@@ -19,7 +19,8 @@ Rules:
   that refused is not (a refusal may be about that one request).
 * A drone silent for `lost_after_secs` is Lost. Time without a NATS
   connection does not count as silence: after a reconnect every drone gets a
-  fresh grace period. Lost drones are forgotten after `forget_after_secs`.
+  fresh grace period, both before it is Lost and before it stops being a
+  candidate. Lost drones are forgotten after `forget_after_secs`.
 """
 
 from __future__ import annotations
@@ -233,10 +234,13 @@ class DroneRegistry:
             return None
         oldest = now - self.fresh_secs
         drones = self._drones
+        resumed = self._resumed_at
 
         def usable(drone: str) -> bool:
+            # Silence while NATS was away is not the drone's: its freshness counts from
+            # the reconnect too, until its next heartbeat comes through.
             record = drones.get(drone)
-            return record is not None and record.taking and record.last_seen >= oldest
+            return record is not None and record.taking and max(record.last_seen, resumed) >= oldest
 
         drone = queue.best(usable, exclude)
         if drone is None:

@@ -77,6 +77,15 @@ def test_a_drone_not_heard_within_the_fresh_window_is_passed_over() -> None:
     assert reg.choose(C, 13.5, exclude={"new"}) == "old"
 
 
+def test_a_drone_heard_before_a_nats_outage_is_a_candidate_right_after_it() -> None:
+    reg = registry(fresh_secs=12.0)
+    reg.status(status("a"), 0.0, WALL)
+    reg.pause(5.0)
+    reg.resume(60.0)  # its first heartbeat since may still be on the way
+    assert reg.choose(C, 60.5) == "a"
+    assert reg.choose(C, 72.5) is None  # a fresh window from the reconnect, no longer
+
+
 def test_a_burst_is_spread_because_assignments_count_at_once() -> None:
     reg = registry()
     for drone in "abc":
