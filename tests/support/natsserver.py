@@ -13,6 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from tests.support.processes import terminate
+
 _LISTEN_RE = re.compile(rb"Listening for client connections on [^\s]*:(\d+)")
 
 
@@ -36,10 +38,13 @@ def nats_server_binary() -> str:
 class NatsServer:
     """One nats-server process with JetStream, stopped by `stop()`."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, store: Path) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, port: int, store: Path, log: Path | None = None
+    ) -> None:
         self.proc = proc
         self.port = port
         self.store = store
+        self.log = log
         self._drain: asyncio.Task[None] | None = None
 
     @property
@@ -47,7 +52,10 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     @classmethod
-    async def start(cls, store: Path, port: int = -1, timeout: float = 15.0) -> NatsServer:
+    async def start(
+        cls, store: Path, port: int = -1, timeout: float = 15.0, log: Path | None = None
+    ) -> NatsServer:
+        """Start a server; with `log`, its output is appended to that file."""
         store.mkdir(parents=True, exist_ok=True)
         proc = await asyncio.create_subprocess_exec(
             nats_server_binary(),
@@ -72,44 +80,45 @@ class NatsServer:
                     seen.append(line)
                     match = _LISTEN_RE.search(line)
                     if match:
-                        server = cls(proc, int(match.group(1)), store)
+                        server = cls(proc, int(match.group(1)), store, log)
                         break
                 # JetStream is ready once the server says it is ready for connections.
                 while b"Server is ready" not in line:
                     line = await proc.stderr.readline()
                     if not line:
                         raise NatsServerError("nats-server exited during start-up")
+                    seen.append(line)
         except BaseException:
-            await _terminate(proc)
+            await terminate(proc)
             raise
-        server._drain = asyncio.create_task(server._discard_log())
+        server._write_log(b"".join(seen))
+        server._drain = asyncio.create_task(server._follow_log())
         return server
 
-    async def _discard_log(self) -> None:
+    def _write_log(self, data: bytes) -> None:
+        if self.log is not None:
+            with self.log.open("ab") as f:
+                f.write(data)
+
+    async def _follow_log(self) -> None:
+        """Read the server's output as it comes (it must not fill the pipe), into `log`."""
         assert self.proc.stderr is not None
-        while await self.proc.stderr.read(65536):
-            pass
+        while data := await self.proc.stderr.read(65536):
+            self._write_log(data)
 
     async def stop(self) -> None:
-        await _terminate(self.proc)
+        await terminate(self.proc)
         if self._drain is not None:
+            # Its last words (the shutdown lines) are still in the pipe.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._drain), 2.0)
             self._drain.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drain
 
     async def restart(self) -> None:
-        """Stop and start again on the same port and store (clients reconnect)."""
+        """Stop (if still running) and start again on the same port and store (clients
+        reconnect)."""
         await self.stop()
-        fresh = await NatsServer.start(self.store, self.port)
+        fresh = await NatsServer.start(self.store, self.port, log=self.log)
         self.proc, self._drain = fresh.proc, fresh._drain
-
-
-async def _terminate(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
-    if proc.returncode is not None:
-        return
-    proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
