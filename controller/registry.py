@@ -118,13 +118,14 @@ class DroneRecord:
         """Willing to take backends, judging by what it said (freshness aside)."""
         return self.ready and self.state not in _NOT_TAKING and not self.suspended
 
-    def info(self) -> DroneInfo:
+    def info(self, fresh: bool) -> DroneInfo:
+        """As listed; `ready` only while a schedule may choose it (`fresh`: heard lately)."""
         return DroneInfo(
             drone_id=self.drone_id,
             cluster=self.cluster,
             ip=self.ip,
             state=self.state,
-            ready=self.taking,
+            ready=self.taking and fresh,
             running_backends=self.running,
             last_seen=self.last_seen_wall,
             drone_version=self.version,
@@ -232,15 +233,11 @@ class DroneRegistry:
         queue = self._queues.get(cluster)
         if queue is None:
             return None
-        oldest = now - self.fresh_secs
         drones = self._drones
-        resumed = self._resumed_at
 
         def usable(drone: str) -> bool:
-            # Silence while NATS was away is not the drone's: its freshness counts from
-            # the reconnect too, until its next heartbeat comes through.
             record = drones.get(drone)
-            return record is not None and record.taking and max(record.last_seen, resumed) >= oldest
+            return record is not None and record.taking and self._fresh(record, now)
 
         drone = queue.best(usable, exclude)
         if drone is None:
@@ -322,9 +319,19 @@ class DroneRegistry:
         record = self._drones.get(drone)
         return None if record is None else record.ip
 
-    def drones(self, cluster: str) -> list[DroneInfo]:
+    def _fresh(self, record: DroneRecord, now: float) -> bool:
+        """Heard within `fresh_secs`. Silence while NATS was away is not the drone's: its
+        freshness counts from the reconnect too, until its next heartbeat comes through."""
+        return max(record.last_seen, self._resumed_at) >= now - self.fresh_secs
+
+    def drones(self, cluster: str, now: float) -> list[DroneInfo]:
+        """The drones of `cluster` that were heard, as they stand at `now`."""
         return sorted(
-            (r.info() for r in self._drones.values() if r.cluster == cluster and r.heard),
+            (
+                r.info(self._fresh(r, now))
+                for r in self._drones.values()
+                if r.cluster == cluster and r.heard
+            ),
             key=lambda info: info.drone_id,
         )
 

@@ -327,7 +327,7 @@ class Controller:
     # --- listings ------------------------------------------------------------
 
     async def _list_drones(self, body: ListRequest | None, subject: str) -> list[DroneInfo]:
-        return self.registry.drones(_cluster_of(subject))
+        return self.registry.drones(_cluster_of(subject), time.monotonic())
 
     async def _list_backends(self, body: ListRequest | None, subject: str) -> list[BackendInfo]:
         return self.index.backends(_cluster_of(subject))

@@ -73,8 +73,11 @@ def test_a_drone_not_heard_within_the_fresh_window_is_passed_over() -> None:
     reg.status(status("old"), 0.0, WALL)
     reg.status(status("new"), 10.0, WALL)
     assert reg.choose(C, 12.5, exclude={"new"}) is None  # old: last heard 12.5 s ago
+    listed = {d.drone_id: (d.state, d.ready) for d in reg.drones(C, 12.5)}
+    assert listed == {"old": (DroneState.READY, False), "new": (DroneState.READY, True)}
     reg.status(status("old"), 13.0, WALL)  # it speaks again: a candidate once more
     assert reg.choose(C, 13.5, exclude={"new"}) == "old"
+    assert [d.ready for d in reg.drones(C, 13.5)] == [True, True]
 
 
 def test_a_drone_heard_before_a_nats_outage_is_a_candidate_right_after_it() -> None:
@@ -82,8 +85,10 @@ def test_a_drone_heard_before_a_nats_outage_is_a_candidate_right_after_it() -> N
     reg.status(status("a"), 0.0, WALL)
     reg.pause(5.0)
     reg.resume(60.0)  # its first heartbeat since may still be on the way
+    assert [d.ready for d in reg.drones(C, 60.5)] == [True]
     assert reg.choose(C, 60.5) == "a"
     assert reg.choose(C, 72.5) is None  # a fresh window from the reconnect, no longer
+    assert [d.ready for d in reg.drones(C, 72.5)] == [False]
 
 
 def test_a_burst_is_spread_because_assignments_count_at_once() -> None:
@@ -156,11 +161,11 @@ def test_a_silent_drone_is_lost_then_forgotten() -> None:
     assert reg.sweep(30.0) == [DroneLost("a", C)]
     assert reg.lost() == ["a"]
     assert reg.choose(C, 30.0) is None
-    (info,) = reg.drones(C)
+    (info,) = reg.drones(C, 30.0)
     assert (info.state, info.ready, info.ip) == (DroneState.LOST, False, "192.0.2.1")
     assert reg.sweep(129.0) == []
     assert reg.sweep(130.0) == [DroneForgotten("a", C)]
-    assert reg.drones(C) == []
+    assert reg.drones(C, 130.0) == []
 
 
 def test_a_lost_drone_that_speaks_again_comes_back() -> None:
@@ -185,7 +190,7 @@ def test_silence_while_nats_is_away_is_not_held_against_drones() -> None:
 def test_a_drone_known_only_from_the_index_is_lost_if_it_never_speaks() -> None:
     reg = registry(lost_after_secs=30.0)
     reg.expect("ghost", C, 0.0, WALL)
-    assert reg.drones(C) == [] and len(reg) == 0  # not listed: never heard
+    assert reg.drones(C, 1.0) == [] and len(reg) == 0  # not listed: never heard
     assert reg.choose(C, 1.0) is None
     assert reg.sweep(30.0) == [DroneLost("ghost", C)]
 
