@@ -6,10 +6,13 @@ import aiodocker
 import httpx
 import pytest
 
+from shared.client import NoDroneAvailable
 from shared.protocol import BackendInfo, BackendState
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import HEARTBEAT_SECS, IMAGE, Cluster, until
 
 pytestmark = pytest.mark.timeout(60)
+
+FRESH_SECS = 3 * float(HEARTBEAT_SECS)  # the controller's fresh_heartbeats is 3
 
 
 def by_id(backends: list[BackendInfo]) -> dict[str, BackendInfo]:
@@ -28,6 +31,15 @@ async def test_killed_drone_readopts_its_running_backend(
     with pytest.raises(httpx.ConnectError):
         await cluster.get(drone, backend)
     assert await cluster.container_names(docker, backend) == containers, "container left alone"
+
+    async def listed_not_ready() -> bool | None:
+        [listed] = await cluster.plane.drones()
+        return True if not listed.ready else None
+
+    # Silent for a few heartbeats: no longer offered, and no longer listed as ready.
+    await until("the killed drone to be listed as not ready", FRESH_SECS + 2, listed_not_ready)
+    with pytest.raises(NoDroneAvailable):
+        await cluster.plane.schedule(image=IMAGE)
 
     await cluster.start_drone(drone)  # the same state dir, hence the same drone ID
     assert "recovered 1 container(s)" in drone.daemon.output()
