@@ -25,7 +25,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -335,12 +335,18 @@ class Cluster:
         await self.plane.wait_for_state(scheduled.backend_id, BackendState.READY, timeout=30)
         return scheduled.backend_id
 
-    async def get(self, drone: Drone, backend_id: str, path: str = "/") -> httpx.Response:
+    async def get(
+        self,
+        drone: Drone,
+        backend_id: str,
+        path: str = "/",
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
         """An HTTP GET to a backend through one drone's proxy, as a browser sends it."""
         async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
             return await client.get(
                 f"http://127.0.0.1:{drone.proxy_port}{path}",
-                headers={"Host": self.host(backend_id)},
+                headers={**(headers or {}), "Host": self.host(backend_id)},
             )
 
     async def websocket_echo(self, drone: Drone, backend_id: str, text: str) -> str:

@@ -109,6 +109,28 @@ async def test_json_output_parses(cluster: Cluster) -> None:
     assert [m["state"] for m in follow][-1] == "Terminated"
 
 
+async def test_spawn_with_a_bearer_token_prints_the_token_the_proxy_wants(
+    cluster: Cluster,
+) -> None:
+    out = await plane_ok(cluster, "spawn", IMAGE, "--bearer-token", "--wait")
+    backend = out.split()[1]
+    [token] = [line.split(": ")[1] for line in out.splitlines() if line.startswith("bearer token")]
+    assert len(token) == 30 and token.isalnum()
+    drone = cluster.drones[0]
+
+    async def status_with(headers: dict[str, str], path: str = "/") -> int:
+        return (await cluster.get(drone, backend, path, headers)).status_code
+
+    assert await status_with({}) == 401
+    assert await status_with({"Authorization": "Bearer " + "x" * 30}) == 403
+    assert await status_with({"Authorization": f"Bearer {token}"}) == 200
+    login = await cluster.get(drone, backend, f"/_plane_auth?token={token}&redirect=/after")
+    assert (login.status_code, login.headers["location"]) == (302, "/after")
+    cookie = login.headers["set-cookie"].split(";")[0]
+    assert cookie == f"_plane_auth={token}"
+    assert await status_with({"Cookie": cookie}, "/after") == 200
+
+
 async def test_failures_are_one_line_and_nonzero(cluster: Cluster) -> None:
     nowhere = f"nats://127.0.0.1:{free_port()}"
     code, out, err = await run_plane("--nats", nowhere, "--cluster", cluster.name, "drones")
