@@ -22,7 +22,9 @@ log = logging.getLogger("drone")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = daemon.common_parser(
-        "plane-drone", "Plane drone: runs backends in Docker and proxies to them."
+        "plane-drone",
+        "Plane drone: runs backends in Docker and proxies to them.",
+        DroneSettings,
     )
     parser.add_argument(
         "--cluster", metavar="NAME", help="cluster this drone serves (env PLANE_CLUSTER)"
