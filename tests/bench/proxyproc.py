@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument(
         "--pool-size", type=int, default=64, help="idle upstream connections kept per backend"
     )
+    parser.add_argument("--workers", type=int, default=1, help="proxy processes (proxy.workers)")
     parser.add_argument("--nofile", type=int, default=65536, help="open-file limit to ask for")
     args = parser.parse_args()
     raise_nofile(args.nofile)
@@ -48,9 +49,13 @@ def main() -> None:
         for backend, host, port in args.route:
             routes.set_ready(backend, host, port, None)
             activity.track(backend)
-        settings = ProxySettings(listen=args.listen, upstream_pool_size=args.pool_size)
+        settings = ProxySettings(
+            listen=args.listen, upstream_pool_size=args.pool_size, workers=args.workers
+        )
         server = ProxyServer(settings, args.cluster, routes, activity, CollectorRegistry())
         await server.start()
+        if server.fleet is not None:
+            await server.fleet.synced()  # every process has the routes
         try:
             print(f"listening {server.port}", flush=True)
             await stop.wait()

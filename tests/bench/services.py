@@ -152,12 +152,17 @@ def host_of(backend: str) -> str:
     return f"{backend}.{CLUSTER}"
 
 
-async def our_proxy(workdir: Path, routes: dict[str, int]) -> Server:
-    """Our drone proxy in its own process on the subject CPUs; routes: backend → port."""
+async def our_proxy(
+    workdir: Path, routes: dict[str, int], *, workers: int = 1, pin: bool = True
+) -> Server:
+    """Our drone proxy in its own process(es), on the subject CPUs unless `pin` is
+    false; routes: backend → port."""
     argv = [sys.executable, "-m", "tests.bench.proxyproc", "--cluster", CLUSTER]
+    argv += ["--workers", str(workers)]
     for backend, port in routes.items():
         argv += ["--route", f"{backend}=127.0.0.1:{port}"]
-    return await Server.launch(argv, workdir / "ours.log", cpus=SUBJECT_CPUS)
+    log = workdir / f"ours-{workers}w.log"
+    return await Server.launch(argv, log, cpus=SUBJECT_CPUS if pin else None)
 
 
 async def ws_upstream(workdir: Path) -> Server:
