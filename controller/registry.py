@@ -234,10 +234,11 @@ class DroneRegistry:
         if queue is None:
             return None
         drones = self._drones
+        oldest = self._fresh_since(now)
 
         def usable(drone: str) -> bool:
             record = drones.get(drone)
-            return record is not None and record.taking and self._fresh(record, now)
+            return record is not None and record.taking and record.last_seen >= oldest
 
         drone = queue.best(usable, exclude)
         if drone is None:
@@ -319,16 +320,18 @@ class DroneRegistry:
         record = self._drones.get(drone)
         return None if record is None else record.ip
 
-    def _fresh(self, record: DroneRecord, now: float) -> bool:
-        """Heard within `fresh_secs`. Silence while NATS was away is not the drone's: its
-        freshness counts from the reconnect too, until its next heartbeat comes through."""
-        return max(record.last_seen, self._resumed_at) >= now - self.fresh_secs
+    def _fresh_since(self, now: float) -> float:
+        """A drone last heard at or after this is fresh. Silence while NATS was away is
+        not the drone's: within `fresh_secs` of a reconnect, every drone is fresh."""
+        oldest = now - self.fresh_secs
+        return float("-inf") if self._resumed_at >= oldest else oldest
 
     def drones(self, cluster: str, now: float) -> list[DroneInfo]:
         """The drones of `cluster` that were heard, as they stand at `now`."""
+        oldest = self._fresh_since(now)
         return sorted(
             (
-                r.info(self._fresh(r, now))
+                r.info(r.last_seen >= oldest)
                 for r in self._drones.values()
                 if r.cluster == cluster and r.heard
             ),
