@@ -100,11 +100,10 @@ class Results:
         *,
         target: str = "",
         check: Callable[[float], bool] | None = None,
-        op: str = "/",
     ) -> Ratio | None:
-        """Record `numerator`'s median divided by (op "/") or minus (op "-")
-        `denominator`'s; `check` judges that value against `target`."""
-        return self._compare(benchmark, case, metric, numerator, denominator, op, target, check)
+        """Record `numerator`'s median divided by `denominator`'s; `check` judges
+        that value against `target`."""
+        return self._compare(benchmark, case, metric, numerator, denominator, "/", target, check)
 
     def difference(
         self,
@@ -117,10 +116,8 @@ class Results:
         target: str = "",
         check: Callable[[float], bool] | None = None,
     ) -> Ratio | None:
-        """`ratio` with op "-": how much `numerator`'s median exceeds `denominator`'s."""
-        return self.ratio(
-            benchmark, case, metric, numerator, denominator, target=target, check=check, op="-"
-        )
+        """How much `numerator`'s median exceeds `denominator`'s."""
+        return self._compare(benchmark, case, metric, numerator, denominator, "-", target, check)
 
     def goal(
         self,
