@@ -78,23 +78,29 @@ class StateRelay:
     async def publish_lost(self, drone: str) -> int:
         """Store `Lost` for every live backend of a lost drone; returns how many were new."""
         published = 0
-        for entry in self._index.live_on(drone):
+        # Index entries change in place while this awaits (another controller's
+        # Lost may arrive first), so the IDs that make both controllers' Lost
+        # one message are taken before the first await.
+        live = [
+            (entry.backend, entry.cluster, _lost_id(entry)) for entry in self._index.live_on(drone)
+        ]
+        for backend, cluster, msg_id in live:
             lost = BackendStateMessage(
-                cluster=entry.cluster,
+                cluster=cluster,
                 state=BackendState.LOST,
-                backend=entry.backend,
+                backend=backend,
                 time=utc_now(),
                 drone=drone,
             )
             try:
                 fresh = await self._store.publish(
                     subjects.BACKEND_STATUS_STREAM,
-                    subjects.backend_status(entry.backend),
+                    subjects.backend_status(backend),
                     wire.encode(lost),
-                    _lost_id(entry),
+                    msg_id,
                 )
             except StoreError as exc:
-                self._warn("Lost state not stored: %s", exc, backend=entry.backend)
+                self._warn("Lost state not stored: %s", exc, backend=backend)
                 continue
             self._index.apply(lost)
             self._metrics.lost_backends["stored" if fresh else "duplicate"].inc()
@@ -102,7 +108,7 @@ class StateRelay:
                 published += 1
                 log.info(
                     "backend lost with its drone",
-                    extra={"backend": entry.backend, "drone": drone},
+                    extra={"backend": backend, "drone": drone},
                 )
         return published
 
