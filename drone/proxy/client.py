@@ -1,10 +1,12 @@
-"""One browser socket: an h11 server connection driven by an explicit event loop.
+"""One browser socket: requests parsed by h11 in an explicit event loop.
 
 Requests on a socket are served one after another (pipelined ones wait in
-h11's buffer); each accepted request becomes an `Exchange`. Reading from the
-socket stops while a request body cannot go anywhere yet (routing, or the
-backend's socket is full) and while too many pipelined bytes wait. Output is
-collected per batch of events and written once.
+h11's buffer); each accepted request becomes an `Exchange`. Each request gets
+its own h11 connection, fed with what the previous one left unread: h11 only
+parses here, and responses are written by `writer`. Reading from the socket
+stops while a request body cannot go anywhere yet (routing, or the backend's
+socket is full) and while too many pipelined bytes wait. Output is collected
+per batch of events and written once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import cast
 import h11
 
 from drone.config import ProxySettings
-from drone.proxy import auth, responses
+from drone.proxy import auth, responses, writer
 from drone.proxy.exchange import Exchange
 from drone.proxy.headers import Framing, backend_from_host, scan_request
 from drone.proxy.metrics import ProxyMetrics
@@ -29,9 +31,7 @@ from drone.routes import Activity, RouteTable
 
 log = logging.getLogger(__name__)
 
-_END = h11.EndOfMessage()
-_CONTINUE = h11.InformationalResponse(status_code=100, headers=[])
-_CLOSE = (b"connection", b"close")
+_Body = writer.Body
 
 
 @dataclass(slots=True)
@@ -97,9 +97,11 @@ class ClientConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.state = State.OPEN
         self.stopping = False
-        self._h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=ctx.settings.max_head_bytes
-        )
+        self._h11 = self._parser()
+        self._peer = writer.NO_REQUEST  # what the request being answered accepts
+        self._body: writer.Body | None = None  # set once a response has begun
+        self._close_after = False
+        self._request_ended = False
         self._deadline = Deadline(ctx.loop, self._on_deadline)
         self._blocks = _Block(0)
         self._in_events = False
@@ -187,6 +189,7 @@ class ClientConnection(asyncio.Protocol):
                 elif kind is h11.Request:
                     self._on_request(event)  # type: ignore[arg-type]
                 elif kind is h11.EndOfMessage:
+                    self._request_ended = True
                     if self.exchange is not None:
                         self.exchange.request_end()
                         if self.exchange is not None:
@@ -210,6 +213,10 @@ class ClientConnection(asyncio.Protocol):
         self._pipelined = 0
         ctx = self.ctx
         scan = scan_request(event.headers.raw_items())
+        http10 = event.http_version == b"1.0"
+        self._peer = writer.Peer(
+            event.method == b"HEAD", http10, not http10 and b"close" not in scan.connection
+        )
         has_body = scan.framing is not Framing.NONE
         if scan.head_size + len(event.target) > ctx.settings.max_head_bytes:
             self._reject(responses.HEAD_TOO_LARGE, True)  # and close, like h11's own 431
@@ -292,32 +299,31 @@ class ClientConnection(asyncio.Protocol):
 
     def attached(self) -> None:
         """The exchange reached its backend: the request body may flow now."""
-        if self._h11.they_are_waiting_for_100_continue:
-            self._out.append(self._h11.send(_CONTINUE))
+        if self._h11.they_are_waiting_for_100_continue and self._body is None:
+            self._out.append(writer.CONTINUE)
             self.flush()
         self._unblock(_Block.ROUTING)
 
     def send_head(
         self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes, close: bool
-    ) -> bool:
-        """Queue a backend's response head; False if h11 refuses its headers."""
-        if close or self.stopping:
-            headers.append(_CLOSE)
-        try:
-            head = self._h11.send(h11.Response(status_code=status, headers=headers, reason=reason))
-        except h11.LocalProtocolError:
-            return False
+    ) -> None:
+        """Queue a backend's response head (its headers checked by the response reader)."""
+        head, self._body, self._close_after = writer.response_head(
+            status, reason, headers, self._peer, close or self.stopping
+        )
         self.ctx.metrics.count_response(status)
         self._out.append(head)
-        return True
 
     def send_data(self, data: bytes) -> None:
-        parts = self._h11.send_with_data_passthrough(h11.Data(data=data))
-        if parts:
-            self._out += parts
+        body = self._body
+        if body is _Body.CHUNKED:
+            self._out += writer.chunk(data)
+        elif body is not _Body.NONE:
+            self._out.append(data)
 
     def send_end(self) -> None:
-        self._out.append(self._h11.send(_END))
+        if self._body is _Body.CHUNKED:
+            self._out.append(writer.LAST_CHUNK)
         self.flush()
         self._cycle_done()
 
@@ -354,15 +360,13 @@ class ClientConnection(asyncio.Protocol):
     ) -> None:
         assert self.transport is not None
         conn = self._h11
-        try:
-            switch = conn.send(h11.InformationalResponse(status_code=101, headers=headers))
-        except h11.LocalProtocolError:
+        if not self._request_ended or self._body is not None:
             # The backend switched before the request had ended: nothing sane to relay.
             upstream.close()
             self.abort()
             return
         self.ctx.metrics.count_response(101)
-        self._out.append(switch)
+        self._out.append(writer.switching_head(headers))
         self.flush()
         from_client = conn.trailing_data[0]
         up_transport, from_upstream, upstream_paused = upstream.detach()
@@ -389,42 +393,46 @@ class ClientConnection(asyncio.Protocol):
 
     # -- internals
 
+    def _parser(self) -> h11.Connection:
+        return h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.ctx.settings.max_head_bytes
+        )
+
     def _send_canned(self, canned: responses.Canned) -> None:
         self._pending = None
-        conn = self._h11
-        if conn.our_state is not h11.IDLE and conn.our_state is not h11.SEND_RESPONSE:
-            self.abort()
+        if self._body is not None:
+            self.abort()  # a response has begun: it cannot become another one
             return
-        close = self.stopping or conn.their_state is not h11.DONE
-        headers = list(canned.headers)
-        if close:
-            headers.append(_CLOSE)
-        try:
-            out = self._out
-            out.append(conn.send(h11.Response(status_code=canned.status, headers=headers)))
-            if canned.body:
-                out.append(conn.send(h11.Data(data=canned.body)))
-            out.append(conn.send(_END))
-        except h11.LocalProtocolError:
-            self.abort()
-            return
+        data, self._close_after = writer.canned_response(
+            canned, self._peer, self.stopping or not self._request_ended
+        )
+        self._body = _Body.NONE
         self.ctx.metrics.count_response(canned.status)
+        self._out.append(data)
         self.flush()
         self._cycle_done()
 
     def _cycle_done(self) -> None:
         self.exchange = None
-        conn = self._h11
         if self.state is not State.OPEN:
             return
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self.stopping:
-            conn.start_next_cycle()
+        their = self._h11.their_state
+        if self._request_ended and not self._close_after and not self.stopping:
+            # A new parser for the next request, fed with what arrived after this one.
+            waiting, closed = self._h11.trailing_data
+            conn = self._h11 = self._parser()
+            if waiting:
+                conn.receive_data(waiting)
+            if closed:
+                conn.receive_data(b"")
+            self._peer = writer.NO_REQUEST
+            self._body = None
+            self._request_ended = False
             self._pipelined = 0
             if self._blocks:
                 self._blocks = _Block(0)
                 assert self.transport is not None
                 self.transport.resume_reading()
-            waiting, closed = conn.trailing_data
             if waiting:  # the next request has begun arriving already
                 self._head_started = True
                 self._deadline.set_in(self.ctx.settings.head_timeout_secs)
@@ -432,7 +440,7 @@ class ClientConnection(asyncio.Protocol):
                 self._deadline.set_in(self.ctx.settings.keepalive_timeout_secs)
             if waiting or closed:
                 self._handle_events()
-        elif conn.their_state is h11.SEND_BODY or conn.their_state is h11.ERROR:
+        elif their is h11.SEND_BODY or their is h11.ERROR:
             self._linger()
         else:
             self._close()

@@ -134,10 +134,8 @@ class Exchange:
 
     def on_response(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.ctx.metrics.observe_upstream(self.ctx.loop.time() - self.sent_at)
-        if self.client.send_head(status, headers, reason, close=not self.request_done):
-            self.phase = Phase.RESPONDING
-        else:
-            self._fail(responses.BAD_GATEWAY)  # headers h11 will not send
+        self.client.send_head(status, headers, reason, close=not self.request_done)
+        self.phase = Phase.RESPONDING
 
     def on_response_data(self, data: bytes) -> None:
         self.client.send_data(data)

@@ -14,10 +14,9 @@ from typing import cast
 
 import h11
 
-from drone.proxy import responses
+from drone.proxy import responses, writer
 
 _HOST_RE = re.compile(rb"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
-_END = h11.EndOfMessage()
 
 
 def https_location(host: bytes, target: bytes, https_port: int) -> bytes | None:
@@ -54,7 +53,8 @@ class RedirectConnection(asyncio.Protocol):
         try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
-            self._answer(responses.BY_HINT.get(exc.error_status_hint, responses.BAD_REQUEST))
+            canned = responses.BY_HINT.get(exc.error_status_hint, responses.BAD_REQUEST)
+            self._answer(canned, writer.NO_REQUEST)
             return
         if isinstance(event, h11.Request):
             self._redirect(event)
@@ -66,21 +66,17 @@ class RedirectConnection(asyncio.Protocol):
         host = request.headers.raw_items()
         value = next((v for n, v in host if n.lower() == b"host"), b"")
         location = https_location(value, request.target, self._https_port())
+        peer = writer.Peer(request.method == b"HEAD", request.http_version == b"1.0", False)
         if location is None:
-            self._answer(responses.BAD_REQUEST)
+            self._answer(responses.BAD_REQUEST, peer)
             return
         status = 301 if request.method in (b"GET", b"HEAD") else 308
         headers = ((b"location", location), (b"content-length", b"0"))
-        self._answer(responses.Canned(status, headers, b""))
+        self._answer(responses.Canned(status, headers, b""), peer)
 
-    def _answer(self, canned: responses.Canned) -> None:
+    def _answer(self, canned: responses.Canned, peer: writer.Peer) -> None:
         assert self._transport is not None
         self._done = True
-        conn = self._h11
-        headers = [*canned.headers, (b"connection", b"close")]
-        out = conn.send(h11.Response(status_code=canned.status, headers=headers))
-        if canned.body and conn.our_state is h11.SEND_BODY:
-            out += conn.send(h11.Data(data=canned.body))
-        out += conn.send(_END)
-        self._transport.write(out)
+        data, _ = writer.canned_response(canned, peer, close=True)
+        self._transport.write(data)
         self._transport.close()

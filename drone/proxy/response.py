@@ -5,8 +5,8 @@ because it is on every request's path and h11's general machinery costs more
 than the rest of the proxy together. It does only what a proxy needs: the
 status, the headers the browser may see, and the body's framing (Content-Length,
 chunked, or until the socket closes), with strict checks — anything it does
-not understand is a `ResponseError`, and the browser gets a 502. h11 checks the
-headers once more when they are sent on.
+not understand is a `ResponseError`, and the browser gets a 502. Header names
+and values are checked here once, so the browser's side writes them on as they are.
 
 The reader is pure: it is fed bytes and calls its sink; I/O is elsewhere.
 """
@@ -22,6 +22,9 @@ from drone.proxy.headers import HOP_BY_HOP
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _BAD_REASON = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+# Header lines after the status line: a token, a colon, then visible characters,
+# spaces and tabs only (RFC 9110 5.1, 5.5), so they can be written on unchanged.
+_FIELDS = re.compile(rb"(?:\r\n[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*)*")
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
 _MAX_LINE = 8192  # chunk-size and trailer lines
 
@@ -226,6 +229,8 @@ class ResponseReader:
         for DONE and SWITCHED the caller calls `_head_done` next."""
         lines = head.split(b"\r\n")
         line = lines[0]
+        if not _FIELDS.fullmatch(head, len(line)):
+            raise ResponseError("bad header line")
         if line.startswith(b"HTTP/1.1 ") and line[9:12].isdigit() and line[12:13] in (b" ", b""):
             minor, status, reason = b"1", int(line[9:12]), line[13:]  # the usual case
             if _BAD_REASON.search(reason):  # h11 writes the reason as it is
@@ -243,12 +248,8 @@ class ResponseReader:
         codings: list[bytes] | None = None
         tokens: set[bytes] | None = None
         upgrade: bytes | None = None
-        # Names and values are checked by h11 when the head is sent on; here
-        # only the line structure and the framing headers matter.
         for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name:
-                raise ResponseError("bad header line")
+            name, _, value = line.partition(b":")
             value = value.strip(b" \t")
             lower = name.lower()
             if lower not in HOP_BY_HOP:

@@ -7,6 +7,7 @@ or in curl knows whether the proxy or the backend answered.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -16,6 +17,10 @@ class Canned:
     status: int
     headers: Headers
     body: bytes
+
+    @property
+    def reason(self) -> bytes:
+        return HTTPStatus(self.status).phrase.encode("ascii")
 
 
 def make(status: int, text: str, extra: Headers = ()) -> Canned:

@@ -201,3 +201,61 @@ async def test_stop_lets_requests_in_flight_finish(proxy: Proxy, backend: Backen
         assert response.headers["connection"] == "close"
     await assert_not_accepting(proxy.port)
     assert proxy.activity.active(backend.id) == 0
+
+
+def dechunk(body: bytes) -> bytes:
+    """A whole chunked body decoded; fails on anything but well-formed chunks."""
+    out = b""
+    while True:
+        size, _, body = body.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            assert body == b"\r\n"
+            return out
+        assert body[n : n + 2] == b"\r\n"
+        out, body = out + body[:n], body[n + 2 :]
+
+
+async def test_a_body_of_unknown_length_is_chunked_for_http11_and_closed_for_http10(
+    proxy: Proxy, backend: Backend
+) -> None:
+    host = proxy.host(backend.id).encode()
+    lines = b"chunk 1\nchunk 2\nchunk 3\n"
+    new = await raw_request(
+        proxy.port, b"GET /stream/3 HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host
+    )
+    head, _, body = new.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert b"connection: close" in head.lower()
+    assert dechunk(body) == lines
+
+    old = await raw_request(proxy.port, b"GET /stream/3 HTTP/1.0\r\nHost: %s\r\n\r\n" % host)
+    head, _, body = old.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"transfer-encoding" not in head.lower()
+    assert body == lines  # delimited by the close
+
+
+async def test_head_and_declined_upgrades_keep_the_connection(
+    proxy: Proxy, backend: Backend
+) -> None:
+    host = proxy.host(backend.id).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(b"HEAD / HTTP/1.1\r\nHost: nobody.%s\r\n\r\n" % CLUSTER.encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 404 Not Found\r\n")
+        assert b"content-length: " in head.lower()  # what a GET would get, without the body
+        # The backend answers an Upgrade it does not know like any other request.
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: upgrade\r\nUpgrade: gopher\r\n\r\n" % host
+        )
+        status, body = await read_response(reader)
+        assert status == 200 and body
+        writer.write(b"GET /headers HTTP/1.1\r\nHost: %s\r\n\r\n" % host)
+        status, body = await read_response(reader)
+        assert status == 200
+        assert b"upgrade" not in body.lower()
+    finally:
+        writer.close()
+    assert proxy.activity.active(backend.id) == 0

@@ -1,0 +1,93 @@
+"""The rules for response heads and body framing toward the browser."""
+
+from __future__ import annotations
+
+import pytest
+
+from drone.proxy import responses, writer
+from drone.proxy.writer import Body, Peer
+
+GET11 = Peer(head_request=False, http10=False, keep_alive=True)
+HEAD11 = Peer(head_request=True, http10=False, keep_alive=True)
+GET10 = Peer(head_request=False, http10=True, keep_alive=False)
+CLOSING = Peer(head_request=False, http10=False, keep_alive=False)
+LENGTH = [(b"Content-Length", b"5")]
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "peer", "body", "chunked"),
+    [
+        (200, LENGTH, GET11, Body.AS_IS, False),
+        (200, [], GET11, Body.CHUNKED, True),
+        (200, [], GET10, Body.UNTIL_CLOSE, False),
+        (200, LENGTH, GET10, Body.AS_IS, False),
+        (200, LENGTH, HEAD11, Body.NONE, False),
+        (200, [], HEAD11, Body.NONE, True),  # the head a GET would have got
+        (204, [], GET11, Body.NONE, False),
+        (304, [], GET10, Body.NONE, False),
+        (101, [], GET11, Body.NONE, False),
+    ],
+)
+def test_body_framing(
+    status: int, headers: list[tuple[bytes, bytes]], peer: Peer, body: Body, chunked: bool
+) -> None:
+    assert writer.body_for(status, headers, peer) == (body, chunked)
+
+
+def test_head_keeps_names_order_and_reason() -> None:
+    headers = [(b"X-Custom", b"a b"), (b"Content-Length", b"5"), (b"set-cookie", b"c=1")]
+    head, body, close = writer.response_head(201, b"Made It", headers, GET11, False)
+    assert head == (
+        b"HTTP/1.1 201 Made It\r\nX-Custom: a b\r\nContent-Length: 5\r\nset-cookie: c=1\r\n\r\n"
+    )
+    assert (body, close) == (Body.AS_IS, False)
+
+
+@pytest.mark.parametrize(
+    ("peer", "forced", "headers", "closes"),
+    [
+        (GET11, False, LENGTH, False),
+        (GET11, True, LENGTH, True),  # the proxy's own reason, e.g. stopping
+        (CLOSING, False, LENGTH, True),  # the browser said Connection: close
+        (GET10, False, LENGTH, True),
+        (GET10, False, [], True),  # and the close is what ends the body
+    ],
+)
+def test_when_the_socket_closes_the_head_says_so(
+    peer: Peer, forced: bool, headers: list[tuple[bytes, bytes]], closes: bool
+) -> None:
+    head, _, close = writer.response_head(200, b"OK", headers, peer, forced)
+    assert close is closes
+    assert head.endswith(b"connection: close\r\n\r\n") is closes
+
+
+def test_unknown_length_gets_a_chunked_header_for_http11_only() -> None:
+    head, _, _ = writer.response_head(200, b"OK", [], GET11, False)
+    assert b"transfer-encoding: chunked\r\n" in head
+    head, _, _ = writer.response_head(200, b"OK", [], GET10, False)
+    assert b"transfer-encoding" not in head
+
+
+def test_chunks() -> None:
+    assert b"".join(writer.chunk(b"x" * 26)) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+    assert writer.chunk(b"") == []  # an empty chunk would end the body
+    assert writer.LAST_CHUNK == b"0\r\n\r\n"
+
+
+def test_switching_head() -> None:
+    head = writer.switching_head([(b"connection", b"upgrade"), (b"upgrade", b"websocket")])
+    assert head == (
+        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
+    )
+
+
+def test_canned_answers_have_a_reason_and_no_body_for_head() -> None:
+    data, close = writer.canned_response(responses.NOT_FOUND, GET11, False)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert body == responses.NOT_FOUND.body
+    assert not close
+    data, close = writer.canned_response(responses.NOT_FOUND, HEAD11, False)
+    assert data == head + b"\r\n\r\n"
+    data, close = writer.canned_response(responses.REQUEST_TIMEOUT, writer.NO_REQUEST, False)
+    assert close and b"connection: close\r\n" in data
