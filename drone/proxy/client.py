@@ -27,11 +27,10 @@ from drone.proxy.metrics import ProxyMetrics
 from drone.proxy.timer import Deadline
 from drone.proxy.tunnel import Tunnel
 from drone.proxy.upstream import UpstreamConnection, UpstreamPool
+from drone.proxy.writer import Body
 from drone.routes import Activity, RouteTable
 
 log = logging.getLogger(__name__)
-
-_Body = writer.Body
 
 
 @dataclass(slots=True)
@@ -99,7 +98,7 @@ class ClientConnection(asyncio.Protocol):
         self.stopping = False
         self._h11 = self._parser()
         self._peer = writer.NO_REQUEST  # what the request being answered accepts
-        self._body: writer.Body | None = None  # set once a response has begun
+        self._body: Body | None = None  # set once a response has begun
         self._close_after = False
         self._request_ended = False
         self._deadline = Deadline(ctx.loop, self._on_deadline)
@@ -299,30 +298,35 @@ class ClientConnection(asyncio.Protocol):
 
     def attached(self) -> None:
         """The exchange reached its backend: the request body may flow now."""
-        if self._h11.they_are_waiting_for_100_continue and self._body is None:
+        if self._h11.they_are_waiting_for_100_continue:
             self._out.append(writer.CONTINUE)
             self.flush()
         self._unblock(_Block.ROUTING)
 
     def send_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes, close: bool
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        sized: bool,
+        close: bool,
     ) -> None:
         """Queue a backend's response head (its headers checked by the response reader)."""
         head, self._body, self._close_after = writer.response_head(
-            status, reason, headers, self._peer, close or self.stopping
+            status, reason, headers, sized, self._peer, close or self.stopping
         )
         self.ctx.metrics.count_response(status)
         self._out.append(head)
 
     def send_data(self, data: bytes) -> None:
         body = self._body
-        if body is _Body.CHUNKED:
+        if body is Body.CHUNKED:
             self._out += writer.chunk(data)
-        elif body is not _Body.NONE:
+        elif body is not Body.NONE:
             self._out.append(data)
 
     def send_end(self) -> None:
-        if self._body is _Body.CHUNKED:
+        if self._body is Body.CHUNKED:
             self._out.append(writer.LAST_CHUNK)
         self.flush()
         self._cycle_done()
@@ -406,7 +410,7 @@ class ClientConnection(asyncio.Protocol):
         data, self._close_after = writer.canned_response(
             canned, self._peer, self.stopping or not self._request_ended
         )
-        self._body = _Body.NONE
+        self._body = Body.NONE
         self.ctx.metrics.count_response(canned.status)
         self._out.append(data)
         self.flush()
@@ -416,7 +420,6 @@ class ClientConnection(asyncio.Protocol):
         self.exchange = None
         if self.state is not State.OPEN:
             return
-        their = self._h11.their_state
         if self._request_ended and not self._close_after and not self.stopping:
             # A new parser for the next request, fed with what arrived after this one.
             waiting, closed = self._h11.trailing_data
@@ -440,7 +443,7 @@ class ClientConnection(asyncio.Protocol):
                 self._deadline.set_in(self.ctx.settings.keepalive_timeout_secs)
             if waiting or closed:
                 self._handle_events()
-        elif their is h11.SEND_BODY or their is h11.ERROR:
+        elif self._h11.their_state is h11.SEND_BODY or self._h11.their_state is h11.ERROR:
             self._linger()
         else:
             self._close()

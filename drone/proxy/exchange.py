@@ -132,9 +132,11 @@ class Exchange:
     def upstream_full(self, full: bool) -> None:
         self.client.block_upstream(full)
 
-    def on_response(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    def on_response(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], sized: bool
+    ) -> None:
         self.ctx.metrics.observe_upstream(self.ctx.loop.time() - self.sent_at)
-        self.client.send_head(status, headers, reason, close=not self.request_done)
+        self.client.send_head(status, reason, headers, sized, close=not self.request_done)
         self.phase = Phase.RESPONDING
 
     def on_response_data(self, data: bytes) -> None:

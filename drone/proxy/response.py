@@ -46,7 +46,10 @@ class State(enum.Enum):
 
 
 class Sink(Protocol):
-    def on_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None: ...
+    def on_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], sized: bool
+    ) -> None:
+        """A final head; `sized`: its headers give the body a Content-Length."""
 
     def on_switch(self, headers: list[tuple[bytes, bytes]]) -> None: ...
 
@@ -284,12 +287,13 @@ class ResponseReader:
         self.keep_alive = minor == b"1" and (tokens is None or b"close" not in tokens)
         if self._head_only or status == 204 or status == 304:
             self.state = State.DONE
-            self._sink.on_head(status, reason or b"", headers)
+            self._sink.on_head(status, reason or b"", headers, length is not None)
             return
         if codings is not None:
             if length is not None:
                 self.keep_alive = False  # both framings: the socket cannot be trusted again
                 headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
+                length = None
             if codings and codings[-1] == b"chunked":
                 self.state = State.CHUNK_SIZE
             else:
@@ -301,7 +305,7 @@ class ResponseReader:
         else:
             self.state = State.UNTIL_EOF
             self.keep_alive = False
-        self._sink.on_head(status, reason or b"", headers)
+        self._sink.on_head(status, reason or b"", headers, length is not None)
 
 
 def _one_length(value: bytes) -> bytes:

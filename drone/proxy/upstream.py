@@ -131,11 +131,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- the response reader's sink
 
-    def on_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    def on_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], sized: bool
+    ) -> None:
         self._head_seen = True
         self._deadline.clear()
         if self._exchange is not None:
-            self._exchange.on_response(status, reason, headers)
+            self._exchange.on_response(status, reason, headers, sized)
 
     def on_switch(self, headers: list[tuple[bytes, bytes]]) -> None:
         self._head_seen = True

@@ -50,17 +50,18 @@ class Peer:
 
 
 NO_REQUEST = Peer(head_request=False, http10=False, keep_alive=False)
+_SWITCHING = Peer(head_request=False, http10=False, keep_alive=True)  # the socket lives on
 
 
-def body_for(status: int, headers: Iterable[tuple[bytes, bytes]], peer: Peer) -> tuple[Body, bool]:
-    """The body framing for a final response, and whether it needs a chunked header."""
+def body_for(status: int, sized: bool, peer: Peer) -> tuple[Body, bool]:
+    """The body framing for a final response (`sized`: its headers carry a
+    Content-Length), and whether it needs a chunked header."""
     if status < 200 or status == 204 or status == 304:
         return Body.NONE, False
-    has_length = any(name.lower() == b"content-length" for name, _ in headers)
     if peer.head_request:
         # The head says what a GET would have got, but no body follows.
-        return Body.NONE, not has_length and not peer.http10
-    if has_length:
+        return Body.NONE, not sized and not peer.http10
+    if sized:
         return Body.AS_IS, False
     if peer.http10:
         return Body.UNTIL_CLOSE, False
@@ -71,13 +72,13 @@ def response_head(
     status: int,
     reason: bytes,
     headers: Iterable[tuple[bytes, bytes]],
+    sized: bool,
     peer: Peer,
     close: bool,
 ) -> tuple[bytes, Body, bool]:
-    """A final response head: its bytes, its body framing, and whether the socket
+    """A response head: its bytes, its body framing, and whether the socket
     closes after it (`close` forces that)."""
-    headers = list(headers)
-    body, chunked = body_for(status, headers, peer)
+    body, chunked = body_for(status, sized, peer)
     close = close or not peer.keep_alive or body is Body.UNTIL_CLOSE
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
     lines += [name + b": " + value + b"\r\n" for name, value in headers]
@@ -91,10 +92,8 @@ def response_head(
 
 def switching_head(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """A 101 head; the headers carry the Connection and Upgrade the backend chose."""
-    lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
-    lines += [name + b": " + value + b"\r\n" for name, value in headers]
-    lines.append(b"\r\n")
-    return b"".join(lines)
+    head, _, _ = response_head(101, b"Switching Protocols", headers, False, _SWITCHING, False)
+    return head
 
 
 def chunk(data: bytes) -> list[bytes]:
@@ -106,7 +105,10 @@ def chunk(data: bytes) -> list[bytes]:
 
 def canned_response(canned: Canned, peer: Peer, close: bool) -> tuple[bytes, bool]:
     """One of the proxy's own answers, whole, and whether the socket closes after it."""
-    head, body, close = response_head(canned.status, canned.reason, canned.headers, peer, close)
+    sized = any(name == b"content-length" for name, _ in canned.headers)
+    head, body, close = response_head(
+        canned.status, canned.reason, canned.headers, sized, peer, close
+    )
     if body is Body.NONE or not canned.body:
         return head, close
     return head + canned.body, close

@@ -13,6 +13,7 @@ class Recorder:
     def __init__(self) -> None:
         self.heads: list[tuple[int, bytes, Headers]] = []
         self.switches: list[Headers] = []
+        self.sized: list[bool] = []
         self.body = b""
         self.ends = 0
         self.pause_after_data = False
@@ -20,8 +21,9 @@ class Recorder:
         self.reusable_at_end: list[bool] = []
         self.rest_at_switch: list[bytes] = []
 
-    def on_head(self, status: int, reason: bytes, headers: Headers) -> None:
+    def on_head(self, status: int, reason: bytes, headers: Headers, sized: bool) -> None:
         self.heads.append((status, reason, headers))
+        self.sized.append(sized)
 
     def on_switch(self, headers: Headers) -> None:
         self.switches.append(headers)
@@ -64,6 +66,7 @@ CHUNKED = (
 def test_chunked_body_split_anywhere(step: int) -> None:
     sink, reader = read(CHUNKED, step=step)
     assert sink.heads == [(200, b"OK", [(b"X-A", b"1")])]
+    assert sink.sized == [False]
     assert sink.body == b"hello world, said"
     assert sink.ends == 1
     assert reader.reusable
@@ -75,6 +78,7 @@ def test_content_length_body(step: int) -> None:
         b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc", step=step
     )
     assert sink.heads == [(201, b"Created", [(b"Content-Length", b"3")])]
+    assert sink.sized == [True]
     assert sink.body == b"abc"
     assert sink.ends == 1
     assert reader.reusable
@@ -94,6 +98,7 @@ def test_bodies_that_are_empty_by_rule() -> None:
 
 def test_unframed_body_ends_with_the_socket() -> None:
     sink, reader = read(b"HTTP/1.0 200 OK\r\n\r\nsome")
+    assert sink.sized == [False]
     reader.feed(b" more")
     assert sink.ends == 0
     reader.feed_eof()
@@ -143,6 +148,7 @@ def test_both_framings_use_chunked_and_forbid_reuse() -> None:
     )
     assert sink.body == b"z"
     assert sink.heads[0][2] == []
+    assert sink.sized == [False]  # the Content-Length went with the chunked framing
     assert not reader.reusable
 
 

@@ -15,28 +15,26 @@ LENGTH = [(b"Content-Length", b"5")]
 
 
 @pytest.mark.parametrize(
-    ("status", "headers", "peer", "body", "chunked"),
+    ("status", "sized", "peer", "body", "chunked"),
     [
-        (200, LENGTH, GET11, Body.AS_IS, False),
-        (200, [], GET11, Body.CHUNKED, True),
-        (200, [], GET10, Body.UNTIL_CLOSE, False),
-        (200, LENGTH, GET10, Body.AS_IS, False),
-        (200, LENGTH, HEAD11, Body.NONE, False),
-        (200, [], HEAD11, Body.NONE, True),  # the head a GET would have got
-        (204, [], GET11, Body.NONE, False),
-        (304, [], GET10, Body.NONE, False),
-        (101, [], GET11, Body.NONE, False),
+        (200, True, GET11, Body.AS_IS, False),
+        (200, False, GET11, Body.CHUNKED, True),
+        (200, False, GET10, Body.UNTIL_CLOSE, False),
+        (200, True, GET10, Body.AS_IS, False),
+        (200, True, HEAD11, Body.NONE, False),
+        (200, False, HEAD11, Body.NONE, True),  # the head a GET would have got
+        (204, False, GET11, Body.NONE, False),
+        (304, False, GET10, Body.NONE, False),
+        (101, False, GET11, Body.NONE, False),
     ],
 )
-def test_body_framing(
-    status: int, headers: list[tuple[bytes, bytes]], peer: Peer, body: Body, chunked: bool
-) -> None:
-    assert writer.body_for(status, headers, peer) == (body, chunked)
+def test_body_framing(status: int, sized: bool, peer: Peer, body: Body, chunked: bool) -> None:
+    assert writer.body_for(status, sized, peer) == (body, chunked)
 
 
 def test_head_keeps_names_order_and_reason() -> None:
     headers = [(b"X-Custom", b"a b"), (b"Content-Length", b"5"), (b"set-cookie", b"c=1")]
-    head, body, close = writer.response_head(201, b"Made It", headers, GET11, False)
+    head, body, close = writer.response_head(201, b"Made It", headers, True, GET11, False)
     assert head == (
         b"HTTP/1.1 201 Made It\r\nX-Custom: a b\r\nContent-Length: 5\r\nset-cookie: c=1\r\n\r\n"
     )
@@ -56,15 +54,15 @@ def test_head_keeps_names_order_and_reason() -> None:
 def test_when_the_socket_closes_the_head_says_so(
     peer: Peer, forced: bool, headers: list[tuple[bytes, bytes]], closes: bool
 ) -> None:
-    head, _, close = writer.response_head(200, b"OK", headers, peer, forced)
+    head, _, close = writer.response_head(200, b"OK", headers, bool(headers), peer, forced)
     assert close is closes
     assert head.endswith(b"connection: close\r\n\r\n") is closes
 
 
 def test_unknown_length_gets_a_chunked_header_for_http11_only() -> None:
-    head, _, _ = writer.response_head(200, b"OK", [], GET11, False)
+    head, _, _ = writer.response_head(200, b"OK", [], False, GET11, False)
     assert b"transfer-encoding: chunked\r\n" in head
-    head, _, _ = writer.response_head(200, b"OK", [], GET10, False)
+    head, _, _ = writer.response_head(200, b"OK", [], False, GET10, False)
     assert b"transfer-encoding" not in head
 
 
