@@ -16,8 +16,17 @@ feed, two controllers may both publish a Lost). `supersedes` decides:
 
 A backend ID "collides" when the index holds it in a live state, in any
 cluster: the state stream's subjects carry no cluster, so one ID in two
-clusters would mix two histories. Terminal entries are kept for
-`retention` (the stream's age limit) and then pruned.
+clusters would mix two histories. It also collides while it is `Lost` and
+"held": its drone went silent with it and may still run it. The hold ends
+when that drone is heard again without it (`clear_lost`), or
+`lost_hold` after the Lost state, when the drone is long forgotten.
+Terminal entries are kept for `retention` (the stream's age limit) and then
+pruned.
+
+`admits` says whether a drone's update belongs in the stream: the index is
+what every controller rebuilds from it, so an update the index would never
+take (a stale report of a life already ended, a report from a drone other
+than the one running the backend) must not be stored either.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ class Entry:
     state: BackendState
     time: datetime
     reserved: bool = False  # picked by this controller's scheduler; no report heard yet
+    held: bool = False  # Lost, and its drone has not been heard without it since
 
     def info(self) -> BackendInfo:
         return BackendInfo(
@@ -59,9 +69,38 @@ def supersedes(current: Entry, state: BackendState, time: datetime) -> bool:
     return time >= current.time
 
 
+def admits(current: Entry | None, state: BackendState, drone: str, time: datetime) -> str | None:
+    """Why a drone's report of `state` at `time` must not be stored (None: store it)."""
+    if current is None or (current.reserved and current.drone is None):
+        return None
+    if current.state.terminal:
+        if state is BackendState.LOADING and time > current.time:
+            return None  # a new life of a reused ID
+        return (
+            f"backend {current.backend} already ended as {current.state.value} "
+            f"at {current.time.isoformat()}"
+        )
+    if current.drone is not None and current.drone != drone:
+        return f"backend {current.backend} runs on drone {current.drone}, not {drone}"
+    return None
+
+
+def duplicate(current: Entry | None, state: BackendState, drone: str, time: datetime) -> bool:
+    """A report the index holds already (a resend): acknowledged, not stored again."""
+    return (
+        current is not None
+        and not current.reserved
+        and current.state is state
+        and current.drone == drone
+        and current.time == time
+    )
+
+
 class BackendIndex:
-    def __init__(self) -> None:
+    def __init__(self, lost_hold: timedelta = timedelta(hours=1)) -> None:
+        self.lost_hold = lost_hold
         self._entries: dict[str, Entry] = {}
+        self._held_by_drone: dict[str, set[str]] = {}
         self._live_by_drone: dict[str, set[str]] = {}
         self._live_by_cluster: dict[str, set[str]] = {}
         self._counts: Counter[BackendState] = Counter()
@@ -75,7 +114,8 @@ class BackendIndex:
         """Take in one reported state; True when the index changed."""
         current = self._entries.get(msg.backend)
         if current is None:
-            self._add(Entry(msg.backend, msg.cluster, msg.drone, msg.state, msg.time))
+            held = msg.state is BackendState.LOST
+            self._add(Entry(msg.backend, msg.cluster, msg.drone, msg.state, msg.time, held=held))
             return True
         if not supersedes(current, msg.state, msg.time):
             return False
@@ -85,14 +125,17 @@ class BackendIndex:
         current.state = msg.state
         current.time = msg.time
         current.reserved = False
+        current.held = msg.state is BackendState.LOST
         self._link(current)
         return True
 
     def reserve(self, backend: str, cluster: str, now: datetime) -> Entry | None:
-        """Claim `backend` for a new life; returns the live entry in the way, if any."""
+        """Claim `backend` for a new life; returns the entry in the way (live or held), if any."""
         current = self._entries.get(backend)
         if current is not None:
             if not current.state.terminal:
+                return current
+            if current.held and now - current.time < self.lost_hold:
                 return current
             self._remove(current)
         self._add(Entry(backend, cluster, None, BackendState.LOADING, now, reserved=True))
@@ -111,6 +154,14 @@ class BackendIndex:
         entry = self._entries.get(backend)
         if entry is not None and entry.reserved:
             self._remove(entry)
+
+    def clear_lost(self, backend: str) -> None:
+        """Its drone was heard without it: the ID may be given out again."""
+        entry = self._entries.get(backend)
+        if entry is not None and entry.held:
+            self._unlink(entry)
+            entry.held = False
+            self._link(entry)
 
     def prune(self, now: datetime, retention: timedelta) -> int:
         """Drop terminal entries older than `retention`; returns how many."""
@@ -134,6 +185,10 @@ class BackendIndex:
             drone: self._entries[next(iter(ids))].cluster
             for drone, ids in self._live_by_drone.items()
         }
+
+    def held_on(self, drone: str) -> list[Entry]:
+        """The Lost backends of `drone` that it has not been heard without since."""
+        return [self._entries[b] for b in self._held_by_drone.get(drone, ())]
 
     def live_count(self, drone: str) -> int:
         return len(self._live_by_drone.get(drone, ()))
@@ -161,6 +216,8 @@ class BackendIndex:
 
     def _link(self, entry: Entry) -> None:
         self._counts[entry.state] += 1
+        if entry.held and entry.drone is not None:
+            self._held_by_drone.setdefault(entry.drone, set()).add(entry.backend)
         if entry.state.terminal:
             return
         self._live_by_cluster.setdefault(entry.cluster, set()).add(entry.backend)
@@ -169,6 +226,8 @@ class BackendIndex:
 
     def _unlink(self, entry: Entry) -> None:
         self._counts[entry.state] -= 1
+        if entry.held and entry.drone is not None:
+            _discard(self._held_by_drone, entry.drone, entry.backend)
         if entry.state.terminal:
             return
         _discard(self._live_by_cluster, entry.cluster, entry.backend)

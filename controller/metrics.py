@@ -27,6 +27,8 @@ class ScheduleOutcome(enum.StrEnum):
 
 class RelayOutcome(enum.StrEnum):
     STORED = "stored"
+    DUPLICATE = "duplicate"  # a resend of a state already stored: acknowledged, not stored
+    REFUSED = "refused"  # a stale or misplaced report (see `controller.index.admits`)
     INVALID = "invalid"
     FAILED = "failed"
 
@@ -84,6 +86,11 @@ class ControllerMetrics:
             registry=r,
         )
         self.lost_backends = {result: lost.labels(result) for result in ("stored", "duplicate")}
+        self.fenced = Counter(
+            "plane_controller_fenced_backends",
+            "Backends a drone was told to stop: held as Lost, or placed on another drone",
+            registry=r,
+        )
         self.nats_reconnects = Counter(
             "plane_controller_nats_reconnects", "Reconnections to NATS", registry=r
         )

@@ -42,6 +42,7 @@ _NOT_TAKING = frozenset(
 class SpawnOutcome(enum.Enum):
     ACCEPTED = "accepted"
     REFUSED = "refused"
+    INVALID = "invalid"  # refused because the request itself cannot run on that drone
     UNREACHABLE = "unreachable"  # no answer in time, or nobody listening
     FAILED = "failed"  # could not be asked (NATS itself unavailable): says nothing of the drone
 
@@ -319,6 +320,10 @@ class DroneRegistry:
     def ip_of(self, drone: str) -> str | None:
         record = self._drones.get(drone)
         return None if record is None else record.ip
+
+    def reconnected_lately(self, now: float) -> bool:
+        """Within `fresh_secs` of a NATS reconnect: drones may not have subscribed again yet."""
+        return self._resumed_at >= now - self.fresh_secs
 
     def _fresh_since(self, now: float) -> float:
         """A drone last heard at or after this is fresh. Silence while NATS was away is

@@ -3,14 +3,23 @@
 A drone's `UpdateBackendStateMessage` is stored as a `BackendStateMessage`
 (with the drone, so an index can be rebuilt from the stream alone) and only
 then acknowledged with `null`: a drone whose update was not stored gets an
-`InvalidRequest` reply saying why and sends it again. Each update is stored
-with a message ID made of backend, state and time, so a resent update is not
-stored twice.
+`InvalidRequest` reply saying why; "send again" in it asks for a resend.
+
+Subscribers of `backend.{b}.status` see every publish, including those that
+JetStream drops as duplicates, so duplicates are stopped before the publish:
+a resend that the index holds already (every controller hears every stored
+state) is acknowledged without one. A resend that arrives before its first
+copy was heard carries the same message ID (backend, state and time), so the
+stream still keeps one. An update that the index would never take
+(`index.admits`: the life already ended, or the backend runs on another
+drone) is refused for good.
 
 When a drone is Lost, each of its live backends is stored as `Lost`. Every
-controller sees the drone go silent, so each publishes; the message ID
-(backend and the time of the state being replaced, which all controllers read
-from the same stream) lets JetStream keep only the first.
+controller sees the drone go silent; each publishes only what its index
+still holds as live there, so the first controller's Lost, once heard, stops
+the others. Two that publish at the same moment share the message ID
+(backend and the time of the state being replaced, which all controllers
+read from the same stream), so JetStream keeps only the first.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 
-from controller.index import BackendIndex, Entry
+from controller.index import BackendIndex, Entry, admits, duplicate
 from controller.jetstream import JetStream, StoreError
 from controller.metrics import ControllerMetrics, RelayOutcome
 from shared import subjects, wire
@@ -52,6 +61,21 @@ class StateRelay:
             self._metrics.backend_updates[RelayOutcome.INVALID].inc()
             log.info("backend update refused: %s", problem, extra={"backend": msg.backend})
             return invalid_request(problem)
+        current = self._index.get(msg.backend)
+        if duplicate(current, msg.state, msg.drone, msg.time):
+            self._metrics.backend_updates[RelayOutcome.DUPLICATE].inc()
+            return None
+        why = admits(current, msg.state, msg.drone, msg.time)
+        if why is not None:
+            self._metrics.backend_updates[RelayOutcome.REFUSED].inc()
+            log.info(
+                "backend update (%s from %s) not stored: %s",
+                msg.state.value,
+                msg.drone,
+                why,
+                extra={"backend": msg.backend, "drone": msg.drone},
+            )
+            return invalid_request(f"not stored: {why}")
         state = BackendStateMessage(
             cluster=msg.cluster,
             state=msg.state,
@@ -85,6 +109,9 @@ class StateRelay:
             (entry.backend, entry.cluster, _lost_id(entry)) for entry in self._index.live_on(drone)
         ]
         for backend, cluster, msg_id in live:
+            entry = self._index.get(backend)
+            if entry is None or entry.state.terminal or entry.drone != drone:
+                continue  # another controller's Lost (or a report) came in meanwhile
             lost = BackendStateMessage(
                 cluster=cluster,
                 state=BackendState.LOST,

@@ -8,21 +8,32 @@ emptiest when the burst began.
 
 A request is tried on up to `attempts` drones, best first: a drone that
 refuses or does not answer within `spawn_timeout` is passed over for the
-next. When none accepts, the answer is `"NoDroneAvailable"`.
+next. When none accepts, the answer is `"NoDroneAvailable"`, or the drones'
+`InvalidRequest` when every drone asked said the request itself cannot run.
 
-A client-chosen `backend_id` that the index holds as live (see
-`controller.index`) is refused with `InvalidRequest`. The ID is reserved in
+Each spawn carries a deadline, `spawn_timeout` less a margin for clock skew
+and transit: a drone that reads it later refuses it, so a drone that was
+frozen or cut off never starts a backend that was meanwhile placed on
+another. Right after a NATS reconnect, drones may not have subscribed again:
+"no responders" is then tried again within the spawn's time, not taken for
+an absent drone.
+
+A client-chosen `backend_id` that the index holds as live, or as Lost on a
+drone that has not been heard without it since (see `controller.index`), is
+refused with `InvalidRequest`: one ID never runs twice. The ID is reserved in
 the index before the first drone is asked, so a concurrent second request for
 it is refused too; the reservation is dropped if no drone takes the backend.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import string
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from controller.index import BackendIndex
 from controller.metrics import ControllerMetrics, ScheduleOutcome
@@ -31,8 +42,11 @@ from shared import bus, subjects
 from shared.ids import cluster_token, is_valid_cluster, new_id
 from shared.protocol import (
     NO_DRONE_AVAILABLE,
+    BackendState,
+    ScheduleReply,
     ScheduleRequest,
     ScheduleResponse,
+    SpawnReply,
     SpawnRequest,
     invalid_request,
     scheduled,
@@ -43,6 +57,10 @@ log = logging.getLogger(__name__)
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 TOKEN_LENGTH = 30
+# Of the spawn timeout, what a drone may not use: clocks a little apart, the reply's way back.
+DEADLINE_MARGIN_SECS = 1.0
+NO_RESPONDERS_PAUSE_SECS = 0.05
+MAX_CLUSTER_CHECKS = 4096
 
 
 def bearer_token() -> str:
@@ -100,14 +118,22 @@ class Scheduler:
         backend_id = request.backend_id or new_id()
         in_the_way = self._index.reserve(backend_id, cluster, utc_now())
         if in_the_way is not None:
-            message = (
-                f"backend_id: {backend_id!r} is already live in cluster "
-                f"{in_the_way.cluster} (state {in_the_way.state.value})"
-            )
+            if in_the_way.state is BackendState.LOST:
+                message = (
+                    f"backend_id: {backend_id!r} was lost with drone {in_the_way.drone} at "
+                    f"{in_the_way.time.isoformat()} and may still run there; it is free again "
+                    "once that drone is heard without it"
+                )
+            else:
+                message = (
+                    f"backend_id: {backend_id!r} is already live in cluster "
+                    f"{in_the_way.cluster} (state {in_the_way.state.value})"
+                )
             return invalid_request(message), ScheduleOutcome.INVALID
         self._on_cluster(cluster)
         token = bearer_token() if request.require_bearer_token else None
         tried: list[str] = []
+        invalid: list[str] = []
         try:
             for _ in range(self._attempts):
                 drone = self._registry.choose(cluster, self._clock(), tried)
@@ -115,12 +141,17 @@ class Scheduler:
                     break
                 tried.append(drone)
                 self._index.assign(backend_id, drone)
-                if await self._offer(drone, request, backend_id, token):
+                outcome, why = await self._offer(drone, request, backend_id, token)
+                if outcome is SpawnOutcome.ACCEPTED:
                     return scheduled(drone, backend_id, token), ScheduleOutcome.SCHEDULED
+                if outcome is SpawnOutcome.INVALID:
+                    invalid.append(why)
         except BaseException:
             self._index.release(backend_id)
             raise
         self._index.release(backend_id)
+        if invalid and len(invalid) == len(tried):
+            return invalid_request(invalid[0]), ScheduleOutcome.INVALID
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "no drone took backend %s after %d offer(s)",
@@ -137,7 +168,10 @@ class Scheduler:
             return self._cluster_checked[key]
         except KeyError:
             pass
-        if len(self._cluster_checked) >= 4096:  # bounded: bad input must not grow it forever
+        # Bounded in count, and each key in size: the cluster field is at most
+        # MAX_CLUSTER_LENGTH characters, and the subject was built from a valid one
+        # (nobody serves subjects of other shapes).
+        if len(self._cluster_checked) >= MAX_CLUSTER_CHECKS:
             self._cluster_checked.clear()
         problem = self._cluster_checked[key] = self._check_cluster(cluster, subject)
         return problem
@@ -154,8 +188,9 @@ class Scheduler:
 
     async def _offer(
         self, drone: str, request: ScheduleRequest, backend_id: str, token: str | None
-    ) -> bool:
+    ) -> tuple[SpawnOutcome, str]:
         """Ask one drone to run the backend; the registry learns how it went."""
+        deadline = utc_now() + timedelta(seconds=self._spawn_timeout - self._deadline_margin)
         spawn = SpawnRequest(
             cluster=request.cluster,
             drone_id=drone,
@@ -164,30 +199,58 @@ class Scheduler:
             metadata=request.metadata,
             executable=request.executable,
             bearer_token=token,
+            deadline=deadline,
         )
-        outcome = SpawnOutcome.FAILED
+        outcome, why = SpawnOutcome.FAILED, ""
         try:
-            outcome = await self._spawn(drone, spawn)
+            outcome, why = await self._spawn(drone, spawn)
         finally:
             self._registry.spawn_result(drone, outcome, self._clock())
             self._metrics.spawn_attempts[outcome].inc()
-        return outcome is SpawnOutcome.ACCEPTED
+        return outcome, why
 
-    async def _spawn(self, drone: str, spawn: SpawnRequest) -> SpawnOutcome:
+    @property
+    def _deadline_margin(self) -> float:
+        return min(DEADLINE_MARGIN_SECS, self._spawn_timeout / 2)
+
+    async def _spawn(self, drone: str, spawn: SpawnRequest) -> tuple[SpawnOutcome, str]:
         extra = {"drone": drone, "backend": spawn.backend_id}
         try:
-            accepted = await bus.request(
-                self._nc, subjects.drone_spawn(drone), spawn, bool, timeout=self._spawn_timeout
-            )
+            reply = await self._request_spawn(drone, spawn)
         except (bus.RequestTimeout, bus.NoResponders) as exc:
             log.warning("drone did not take a spawn request: %s", exc, extra=extra)
-            return SpawnOutcome.UNREACHABLE
+            return SpawnOutcome.UNREACHABLE, str(exc)
         except bus.BadReply as exc:
             log.warning("drone answered a spawn request strangely: %s", exc, extra=extra)
-            return SpawnOutcome.REFUSED
+            return SpawnOutcome.REFUSED, str(exc)
         except bus.BusUnavailable as exc:
             log.warning("spawn request not sent: %s", exc, extra=extra)
-            return SpawnOutcome.FAILED
-        if not accepted and log.isEnabledFor(logging.DEBUG):
+            return SpawnOutcome.FAILED, str(exc)
+        if isinstance(reply, ScheduleReply):
+            message = reply.InvalidRequest.message if reply.InvalidRequest else str(reply)
+            log.info("drone says the request cannot run there: %s", message, extra=extra)
+            return SpawnOutcome.INVALID, message
+        if not reply and log.isEnabledFor(logging.DEBUG):
             log.debug("drone refused the backend", extra=extra)
-        return SpawnOutcome.ACCEPTED if accepted else SpawnOutcome.REFUSED
+        return (SpawnOutcome.ACCEPTED, "") if reply else (SpawnOutcome.REFUSED, "")
+
+    async def _request_spawn(self, drone: str, spawn: SpawnRequest) -> SpawnReply:
+        """The spawn request, with "no responders" tried again right after a reconnect.
+
+        Every try stays within the spawn's own timeout, so the drone's
+        deadline is never passed by a request still on its way.
+        """
+        started = self._clock()
+        while True:
+            left = self._spawn_timeout - (self._clock() - started)
+            try:
+                reply: SpawnReply = await bus.request(
+                    self._nc, subjects.drone_spawn(drone), spawn, SpawnReply, timeout=left
+                )
+                return reply
+            except bus.NoResponders:
+                if not self._registry.reconnected_lately(self._clock()):
+                    raise
+                if left <= NO_RESPONDERS_PAUSE_SECS + self._deadline_margin:
+                    raise
+            await asyncio.sleep(NO_RESPONDERS_PAUSE_SECS)

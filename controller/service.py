@@ -38,6 +38,7 @@ from controller.dnsanswer import Soa
 from controller.dnsfeed import DnsFeed
 from controller.dnsrecords import RecordStore
 from controller.dnsview import ZoneView
+from controller.fencing import plan as fence_plan
 from controller.index import BackendIndex
 from controller.jetstream import DNS_RECORD_SUBJECTS, JetStream, StoreError, StreamLimits
 from controller.metrics import ControllerMetrics
@@ -59,6 +60,7 @@ from shared.protocol import (
     DroneConnectRequest,
     DroneInfo,
     DroneStatusMessage,
+    FenceBackends,
     ScheduleRequest,
     SetAcmeDnsRecord,
     SetDnsRecord,
@@ -97,7 +99,7 @@ class Controller:
             clusters=frozenset(clusters) if clusters else None,
             rng=rng,
         )
-        self.index = BackendIndex()
+        self.index = BackendIndex(lost_hold=timedelta(seconds=settings.forget_lost_after_secs))
         self.records = RecordStore(
             a_expiry_secs=settings.dns.a_record_expiry_secs,
             txt_expiry_secs=settings.dns.txt_record_expiry_secs,
@@ -222,7 +224,12 @@ class Controller:
             await work(subject, ListRequest | None, self._list_drones)
         for subject in self._per_cluster(subjects.list_backends, subjects.LIST_BACKENDS_ALL):
             await work(subject, ListRequest | None, self._list_backends)
-        await work(subjects.ACME_SET_DNS_RECORD, SetAcmeDnsRecord, self._dns_feed.handle_acme)
+        await work(
+            subjects.ACME_SET_DNS_RECORD,
+            SetAcmeDnsRecord,
+            self._dns_feed.handle_acme,
+            lambda message: False,  # the 0.3 answer is a boolean, whatever went wrong
+        )
 
     def _per_cluster(self, build: Callable[[str], str], wildcard: str) -> list[str]:
         return [build(c) for c in self.clusters] if self.clusters else [wildcard]
@@ -299,6 +306,8 @@ class Controller:
         if changes:
             self.zones.note_cluster(msg.cluster)
             _log_changes(changes)
+        if msg.backends is not None and self.registry.serves(msg.cluster):
+            await self._fence(msg.drone_id, msg.cluster, msg.backends)
         self._heartbeats += 1
         if self._heartbeats % YIELD_EVERY_HEARTBEATS == 0:
             # A burst of heartbeats is handled without awaiting anything;
@@ -314,6 +323,30 @@ class Controller:
     async def _on_state(self, msg: BackendStateMessage, subject: str) -> None:
         if self.index.apply(msg):
             self.zones.note_cluster(msg.cluster)
+
+    async def _fence(self, drone: str, cluster: str, running: list[str]) -> None:
+        """Stop what the drone runs against the index; free the Lost IDs it no longer runs."""
+        decided = fence_plan(drone, running, self.index)
+        for backend in decided.cleared:
+            self.index.clear_lost(backend)
+        if not decided.fences:
+            return
+        for fence in decided.fences:
+            log.warning(
+                "drone still runs it (%s); telling it to stop",
+                fence.reason,
+                extra={"backend": fence.backend, "drone": drone},
+            )
+        self.metrics.fenced.inc(len(decided.fences))
+        message = FenceBackends(cluster=cluster, drone=drone, backends=decided.fences)
+        try:
+            await bus.publish(self._nats(), subjects.drone_fence(drone), message)
+        except Exception as exc:  # sent again with the next heartbeat
+            log.warning("fence not sent: %s", exc, extra={"drone": drone})
+
+    def _nats(self) -> bus.NatsClient:
+        assert self._nc is not None, "the controller is not started"
+        return self._nc
 
     def _take_stored_state(self, data: bytes) -> None:
         try:

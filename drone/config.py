@@ -14,7 +14,7 @@ import msgspec
 
 from shared.bus import NatsSettings
 from shared.config import ConfigError, parse_listen
-from shared.ids import is_valid_cluster, subject_token_ok
+from shared.ids import DRONE_ID_PATTERN, PATTERN_MEANINGS, is_valid_cluster, is_valid_drone_id
 
 
 class DockerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -116,8 +116,8 @@ def check(settings: DroneSettings) -> None:
     """Refuse settings that would fail later, naming the key; raises `ConfigError`."""
     if not is_valid_cluster(settings.cluster):
         raise ConfigError(f"cluster: {settings.cluster!r} is not a domain name (optionally :port)")
-    if settings.drone_id is not None and not subject_token_ok(settings.drone_id):
-        raise ConfigError(f"drone_id: {settings.drone_id!r} cannot stand in a NATS subject")
+    if settings.drone_id is not None and not is_valid_drone_id(settings.drone_id):
+        raise ConfigError(f"drone_id: {settings.drone_id!r} {PATTERN_MEANINGS[DRONE_ID_PATTERN]}")
     if settings.ip is not None:
         try:
             ipaddress.ip_address(settings.ip)

@@ -15,13 +15,44 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from shared.ids import WireBackendId
+from shared import checks, reference
+from shared.ids import WireBackendId, WireCluster, WireDroneId
 
-Seconds = Annotated[int, msgspec.Meta(ge=0)]
+# Bounds on every field, so that no message (and nothing kept from one) is
+# larger than these allow; docs/PROTOCOL.md lists them.
+MAX_SECONDS = 2**31 - 1  # about 68 years: "never" for any timer, and safe for every one
+MAX_BYTES = 2**63 - 1  # Docker's int64
+MAX_METADATA_ENTRIES = 64
+MAX_ENV_ENTRIES = 256
+MAX_KEY_LENGTH = 256
+MAX_METADATA_VALUE_LENGTH = 4096
+MAX_ENV_VALUE_LENGTH = 32 * 1024
+MAX_VOLUME_MOUNTS = 16
+MAX_SECRET_LENGTH = 4096  # registry passwords, bearer tokens
+MAX_SHORT_TEXT = 256  # user names, versions, DNS values
+MAX_LOG_TEXT = 64 * 1024
+MAX_RUNNING_BACKENDS = 1_000_000
+MAX_LISTED_BACKENDS = 10_000  # backends named in one heartbeat or fence
+
+Seconds = Annotated[int, msgspec.Meta(ge=0, le=MAX_SECONDS)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+ShortText = Annotated[str, msgspec.Meta(max_length=MAX_SHORT_TEXT)]
+Secret = Annotated[str, msgspec.Meta(max_length=MAX_SECRET_LENGTH)]
+Key = Annotated[str, msgspec.Meta(max_length=MAX_KEY_LENGTH)]
+Metadata = Annotated[
+    dict[Key, Annotated[str, msgspec.Meta(max_length=MAX_METADATA_VALUE_LENGTH)]],
+    msgspec.Meta(max_length=MAX_METADATA_ENTRIES),
+]
+Environment = Annotated[
+    dict[Key, Annotated[str, msgspec.Meta(max_length=MAX_ENV_VALUE_LENGTH)]],
+    msgspec.Meta(max_length=MAX_ENV_ENTRIES),
+]
+ImageReference = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=reference.MAX_REFERENCE_LENGTH)
+]
+IpText = Annotated[str, msgspec.Meta(max_length=45)]  # the longest IPv6 text form
 
 
 def utc_now() -> datetime:
@@ -93,8 +124,8 @@ class DnsRecordKind(enum.StrEnum):
 
 
 class UsernamePasswordCredentials(Message, kw_only=True):
-    username: str
-    password: str
+    username: ShortText
+    password: Secret
 
 
 class DockerCredentials(Message, kw_only=True, omit_defaults=True):
@@ -107,23 +138,39 @@ class DockerCredentials(Message, kw_only=True, omit_defaults=True):
             raise ValueError('credentials must be {"UsernamePassword": {...}}')
 
 
+MAX_CPU_PERIOD_SECS = 1  # the kernel's CFS period is at most one second
+
+
 class ResourceLimits(Message, kw_only=True):
-    cpu_period: Seconds | None = None
+    cpu_period: Annotated[int, msgspec.Meta(ge=0, le=MAX_CPU_PERIOD_SECS)] | None = None
     cpu_period_percent: Percent | None = None
     cpu_time_limit: Seconds | None = None
-    memory_limit_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    memory_limit_bytes: Annotated[int, msgspec.Meta(ge=0, le=MAX_BYTES)] | None = None
 
 
 class Executable(Message, kw_only=True):
     """What to run: `DockerExecutableConfig` on the wire."""
 
-    image: NonEmpty
-    env: dict[str, str] = {}
+    image: ImageReference
+    env: Environment = {}
     credentials: DockerCredentials | None = None
     resource_limits: ResourceLimits = msgspec.field(default_factory=ResourceLimits)
     pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT
     port: Port | None = None
-    volume_mounts: list[dict[str, Any]] = []
+    volume_mounts: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=MAX_VOLUME_MOUNTS)] = []
+
+    def __post_init__(self) -> None:
+        # "field: reason" is joined to the path by `wire.describe_validation_error`.
+        problem = checks.image_problem(self.image)
+        if problem is not None:
+            raise ValueError(f"image: {problem}")
+        problem = checks.env_problem(self.env)
+        if problem is not None:
+            raise ValueError(f"env: {problem}")
+        for index, mount in enumerate(self.volume_mounts):
+            problem = checks.mount_problem(mount)
+            if problem is not None:
+                raise ValueError(f"volume_mounts.{index}: {problem}")
 
 
 DEFAULT_PORT = 8080
@@ -131,10 +178,10 @@ DEFAULT_MAX_IDLE_SECS = 30
 
 
 class ScheduleRequest(Message, kw_only=True):
-    cluster: NonEmpty
+    cluster: WireCluster
     backend_id: WireBackendId | None = None
     max_idle_secs: Seconds = DEFAULT_MAX_IDLE_SECS
-    metadata: dict[str, str] = {}
+    metadata: Metadata = {}
     executable: Executable
     require_bearer_token: bool = False
 
@@ -177,23 +224,31 @@ def invalid_request(message: str) -> ScheduleReply:
 class SpawnRequest(Message, kw_only=True):
     """ScheduleRequest resolved for one drone. Reply: `true` accepted, `false` refused."""
 
-    cluster: NonEmpty
-    drone_id: NonEmpty
+    cluster: WireCluster
+    drone_id: WireDroneId
     backend_id: WireBackendId
     max_idle_secs: Seconds = DEFAULT_MAX_IDLE_SECS
-    metadata: dict[str, str] = {}
+    metadata: Metadata = {}
     executable: Executable
-    bearer_token: str | None = None
+    bearer_token: Secret | None = None
+    # (ext) A drone that reads the request after this time refuses it: the
+    # controller has stopped waiting and may have placed the backend elsewhere.
+    deadline: Timestamp | None = None
+
+
+SpawnReply = bool | ScheduleReply
+"""`true` accepted, `false` refused; (ext) `{"InvalidRequest": ...}` when the request itself
+is at fault on this drone (the controller tells the client if no drone takes it)."""
 
 
 class TerminationRequest(Message, kw_only=True):
-    cluster_id: NonEmpty
-    backend_id: NonEmpty
+    cluster_id: WireCluster
+    backend_id: WireBackendId
 
 
 class DrainDrone(Message, kw_only=True):
-    drone: NonEmpty
-    cluster: NonEmpty
+    drone: WireDroneId
+    cluster: WireCluster
     drain: bool = True
 
 
@@ -208,55 +263,78 @@ def _check_ip(value: str) -> None:
 
 
 class DroneConnectRequest(Message, kw_only=True):
-    drone_id: NonEmpty
-    cluster: NonEmpty
-    ip: str
+    drone_id: WireDroneId
+    cluster: WireCluster
+    ip: IpText
 
     def __post_init__(self) -> None:
         _check_ip(self.ip)
 
 
 class DroneStatusMessage(Message, kw_only=True):
-    drone_id: NonEmpty
-    cluster: NonEmpty
-    drone_version: str = ""
+    drone_id: WireDroneId
+    cluster: WireCluster
+    drone_version: ShortText = ""
     ready: bool
     state: DroneState = DroneState.READY
-    running_backends: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    ip: str | None = None  # (ext) lets a controller learn the IP without the register message
+    running_backends: Annotated[int, msgspec.Meta(ge=0, le=MAX_RUNNING_BACKENDS)] | None = None
+    ip: IpText | None = None  # (ext) lets a controller learn the IP without the register message
+    # (ext) The backends this drone runs (not yet ended), so that controllers can
+    # stop any that they hold as ended or as placed on another drone.
+    backends: (
+        Annotated[list[WireBackendId], msgspec.Meta(max_length=MAX_LISTED_BACKENDS)] | None
+    ) = None
 
     def __post_init__(self) -> None:
         if self.ip is not None:
             _check_ip(self.ip)
 
 
+class Fence(Message, kw_only=True):
+    """(ext) One backend that its drone must stop without a report."""
+
+    backend: WireBackendId
+    # Stop the life that began before this time (None: whatever runs under this ID);
+    # a later life of a reused ID is left alone.
+    since: Timestamp | None = None
+    reason: ShortText = ""
+
+
+class FenceBackends(Message, kw_only=True):
+    """(ext) Controller → drone on `drone.{d}.fence`: these lives are over for the cluster."""
+
+    cluster: WireCluster
+    drone: WireDroneId
+    backends: Annotated[list[Fence], msgspec.Meta(max_length=MAX_LISTED_BACKENDS)]
+
+
 # --- Backend state -----------------------------------------------------------
 
 
 class UpdateBackendStateMessage(Message, kw_only=True):
-    cluster: NonEmpty
+    cluster: WireCluster
     state: BackendState
-    backend: NonEmpty
+    backend: WireBackendId
     time: Timestamp
-    drone: NonEmpty
+    drone: WireDroneId
 
 
 class BackendStateMessage(Message, kw_only=True):
-    cluster: NonEmpty
+    cluster: WireCluster
     state: BackendState
-    backend: NonEmpty
+    backend: WireBackendId
     time: Timestamp
-    drone: str | None = None  # (ext) which drone runs it, so an index can be rebuilt
+    drone: WireDroneId | None = None  # (ext) which drone runs it, so an index can be rebuilt
 
 
 class DroneLogMessage(Message, kw_only=True):
-    backend_id: NonEmpty
+    backend_id: WireBackendId
     kind: LogKind
-    text: str
+    text: Annotated[str, msgspec.Meta(max_length=MAX_LOG_TEXT)]
 
 
 class BackendStatsMessage(Message, kw_only=True):
-    backend_id: NonEmpty
+    backend_id: WireBackendId
     cpu_use_percent: float
     mem_use_percent: float
 
@@ -265,15 +343,15 @@ class BackendStatsMessage(Message, kw_only=True):
 
 
 class SetDnsRecord(Message, kw_only=True):
-    cluster: NonEmpty
+    cluster: WireCluster
     kind: DnsRecordKind
-    name: str
-    value: str
+    name: ShortText
+    value: ShortText
 
 
 class SetAcmeDnsRecord(Message, kw_only=True):
-    cluster: NonEmpty
-    value: str
+    cluster: WireCluster
+    value: ShortText
 
 
 # --- Listing (ext) -----------------------------------------------------------

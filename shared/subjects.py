@@ -49,6 +49,11 @@ def drone_spawn(drone: str) -> str:
     return f"drone.{drone}.spawn"
 
 
+def drone_fence(drone: str) -> str:
+    """(ext) Controller → drone: stop these backends, their end is already stored."""
+    return f"drone.{drone}.fence"
+
+
 def update_backend_state(cluster: str, backend: str) -> str:
     """Drone → controller: one backend's new state, acknowledged once stored."""
     return f"cluster.{cluster_token(cluster)}.backend.{backend}.status"

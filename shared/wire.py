@@ -13,12 +13,18 @@ from typing import Any, TypeVar, overload
 
 import msgspec
 
+from shared import ids
+
 T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 1 << 20
 
 _encoder = msgspec.json.Encoder()
 _PATH_RE = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+# "field: reason", as the __post_init__ checks of shared.protocol raise it
+_OWN_FIELD_RE = re.compile(r"(?P<field>[a-z_][a-z0-9_.]*): (?P<reason>.*)", re.S)
+# msgspec quotes a failed pattern with repr()
+_PATTERN_TEXTS = {repr(pattern): meaning for pattern, meaning in ids.PATTERN_MEANINGS.items()}
 _TYPE_WORDS = {
     "str": "a string",
     "int": "an integer",
@@ -101,14 +107,17 @@ def describe_validation_error(text: str) -> str:
     what = match.group("what") if match else text
     path = _dotted(match.group("path") or "") if match else ""
     missing = re.match(r"Object missing required field `([^`]+)`", what)
+    own = _OWN_FIELD_RE.match(what)
+    meaning = next((m for p, m in _PATTERN_TEXTS.items() if p in what), None)
     if missing:
         path = f"{path}.{missing.group(1)}" if path else missing.group(1)
         what = "missing required field"
-    elif "regex" in what and path.endswith("backend_id"):
-        what = (
-            "must be 1-63 characters of a-z, 0-9 and '-', "
-            "starting and ending with a letter or digit"
-        )
+    elif own:
+        # A check of our own named the field inside the object at `path`.
+        path = f"{path}.{own.group('field')}" if path else own.group("field")
+        what = own.group("reason")
+    elif meaning is not None:
+        what = meaning
     else:
         what = re.sub(r"`(\w+)`", _words, what)
         what = _lower_first(what)

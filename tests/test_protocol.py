@@ -28,6 +28,7 @@ MESSAGE_TYPES: dict[str, Any] = {
     "SetAcmeDnsRecord": protocol.SetAcmeDnsRecord,
     "DroneInfo": protocol.DroneInfo,
     "BackendInfo": protocol.BackendInfo,
+    "FenceBackends": protocol.FenceBackends,
 }
 
 SAMPLES = sorted(p for p in GOLDEN.glob("*.json") if not p.name.startswith("seed_"))

@@ -23,10 +23,11 @@ import importlib.metadata
 import logging
 import time
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drone.agent import spec, statedir
+from drone.agent import admission, spec, statedir
 from drone.agent.docker_runtime import (
     ContainerInfo,
     DockerRuntime,
@@ -35,7 +36,7 @@ from drone.agent.docker_runtime import (
     ExitEvent,
     StreamRestarted,
 )
-from drone.agent.metrics import AgentMetrics, SpawnOutcome
+from drone.agent.metrics import AgentMetrics
 from drone.agent.presence import Presence
 from drone.agent.reporter import StatusReporter
 from drone.agent.runner import BackendRunner, Identity, Services, publish
@@ -43,6 +44,7 @@ from drone.agent.state import (
     Adopted,
     ContainerExited,
     DockerFailed,
+    Fenced,
     IdleSwept,
     Spawned,
     TerminateRequested,
@@ -56,8 +58,12 @@ from shared.protocol import (
     DroneConnectRequest,
     DroneState,
     DroneStatusMessage,
+    FenceBackends,
+    SpawnReply,
     SpawnRequest,
     TerminationRequest,
+    invalid_request,
+    utc_now,
 )
 
 log = logging.getLogger(__name__)
@@ -74,6 +80,8 @@ VERSION = _version()
 TERMINATE_REPLY_WAIT_SECS = 5.0  # a terminate request is answered once the state is decided
 STREAM_TIMEOUT_SECS = 5.0
 LOG_STREAM_MAX_PER_SUBJECT = 500
+HEALTH_CHECK_OPERATIONS = frozenset({"list", "info"})  # the maintenance pass's own calls
+NEVER = datetime.min.replace(tzinfo=UTC)  # the beginning of a life whose start is unknown
 
 
 def next_sweep_delay(now: float, due_times: list[float], interval: float) -> float:
@@ -189,6 +197,16 @@ class Agent:
                 self._on_drain,
             )
         )
+        self._endpoints.append(
+            await bus.serve(
+                nc,
+                subjects.drone_fence(self.drone_id),
+                FenceBackends,
+                self._on_fence,
+                replies=False,
+                concurrent=False,
+            )
+        )
         await self._maintain_once()
         self._loop("maintenance", self._maintenance())
         self._loop("exits", self._watch_exits())
@@ -200,7 +218,7 @@ class Agent:
                 subjects.drone_spawn(self.drone_id),
                 SpawnRequest,
                 self._on_spawn,
-                error_reply=lambda message: False,
+                error_reply=invalid_request,
             )
         )
         await bus.settle(self._nc, STREAM_TIMEOUT_SECS)
@@ -308,6 +326,7 @@ class Agent:
             state=state,
             running_backends=len(self.live_runners()),
             ip=self.ip,
+            backends=[runner.backend_id for runner in self.live_runners()],
         )
         await publish(self._nc, subjects.drone_status(self.drone_id), message)
 
@@ -331,41 +350,33 @@ class Agent:
 
     # --- spawning ----------------------------------------------------------------------------
 
-    def _spawn_outcome(self, request: SpawnRequest) -> tuple[SpawnOutcome, str]:
-        if not self._recovered:
-            return SpawnOutcome.UNAVAILABLE, "still adopting existing containers"
-        if self._draining:
-            return SpawnOutcome.DRAINING, "draining"
-        if not self._docker_available:
-            return SpawnOutcome.UNAVAILABLE, "Docker is unavailable"
-        if request.backend_id in self._runners:
-            return SpawnOutcome.DUPLICATE, "this backend ID already runs here"
-        if len(self.live_runners()) >= self.settings.agent.max_backends:
-            return SpawnOutcome.FULL, f"at the limit of {self.settings.agent.max_backends}"
-        if request.drone_id != self.drone_id:
-            return SpawnOutcome.INVALID, f"addressed to drone {request.drone_id}"
-        if request.cluster != self.settings.cluster:
-            return SpawnOutcome.INVALID, f"for cluster {request.cluster}"
-        problem = spec.refusal(
-            request, allow_volume_mounts=self.settings.docker.allow_volume_mounts
+    def _admission_facts(self) -> admission.Facts:
+        return admission.Facts(
+            drone_id=self.drone_id,
+            cluster=self.settings.cluster,
+            recovered=self._recovered,
+            draining=self._draining,
+            docker_available=self._docker_available,
+            live_backends=len(self.live_runners()),
+            max_backends=self.settings.agent.max_backends,
+            allow_volume_mounts=self.settings.docker.allow_volume_mounts,
         )
-        if problem is not None:
-            return SpawnOutcome.INVALID, problem
-        return SpawnOutcome.ACCEPTED, ""
 
-    async def _on_spawn(self, request: SpawnRequest, subject: str) -> bool:
-        outcome, why = self._spawn_outcome(request)
-        self.metrics.spawn_requests.labels(outcome.value).inc()
+    async def _on_spawn(self, request: SpawnRequest, subject: str) -> SpawnReply:
+        now = utc_now()
+        decision = admission.decide(request, self._admission_facts(), self._runners, now)
+        self.metrics.spawn_requests.labels(decision.outcome.value).inc()
         extra = {"backend": request.backend_id, "drone": self.drone_id}
-        if outcome is not SpawnOutcome.ACCEPTED:
-            log.info("spawn refused: %s", why, extra=extra)
-            return False
+        if not decision.accepted:
+            log.info("spawn refused: %s", decision.reason, extra=extra)
+            return invalid_request(decision.reason) if decision.request_at_fault else False
         identity = Identity(
             backend_id=request.backend_id,
             cluster=request.cluster,
             port=spec.backend_port(request),
             max_idle_secs=request.max_idle_secs,
             bearer_token=request.bearer_token,
+            began=now,
         )
         runner = BackendRunner(identity, self.services, spawn=request)
         self._runners[identity.backend_id] = runner  # before any await: no duplicate slips in
@@ -374,6 +385,25 @@ class Agent:
         log.info("spawn accepted: %s", request.executable.image, extra=extra)
         self._send_status_soon()
         return True
+
+    async def _on_fence(self, request: FenceBackends, subject: str) -> None:
+        """Stop the lives the controllers hold as over; a later life of the same ID stays."""
+        if request.drone != self.drone_id or request.cluster != self.settings.cluster:
+            log.info("fence for drone %s of %s ignored", request.drone, request.cluster)
+            return
+        for fence in request.backends:
+            runner = self._runners.get(fence.backend)
+            if runner is None or runner.state.terminal:
+                continue
+            if fence.since is not None and runner.identity.began >= fence.since:
+                continue
+            self.metrics.fenced.inc()
+            log.warning(
+                "stopping at once: %s",
+                fence.reason or "the controllers hold this backend as ended",
+                extra={"backend": fence.backend, "drone": self.drone_id},
+            )
+            runner.post(Fenced(fence.reason or "fenced by the controllers"))
 
     async def _launch(self, runner: BackendRunner) -> None:
         backend_id = runner.backend_id
@@ -426,9 +456,15 @@ class Agent:
     # --- watching Docker -------------------------------------------------------------------
 
     def _on_docker_error(self, operation: str, error: DockerRuntimeError) -> None:
+        """Count it; if it looks like the engine, have maintenance check the engine.
+
+        One request's error never marks the engine unavailable by itself: only
+        the maintenance pass, asking the engine for this drone's containers,
+        decides that (a hostile image name must not take the drone out).
+        """
         self.metrics.docker_errors.labels(operation).inc()
-        if isinstance(error, DockerUnavailable):
-            self._set_docker_available(False, str(error))
+        if isinstance(error, DockerUnavailable) and operation not in HEALTH_CHECK_OPERATIONS:
+            self._wake_maintenance.set()
 
     def _set_docker_available(self, available: bool, why: str = "") -> None:
         if available == self._docker_available:
@@ -459,18 +495,23 @@ class Agent:
         runner.post(ContainerExited(event.exit_code))
 
     async def _maintenance(self) -> None:
+        check = self.settings.docker.check_secs
         while True:
             interval = (
                 self.settings.agent.reconcile_secs
                 if self._docker_available and self._recovered
-                else self.settings.docker.check_secs
+                else check
             )
+            started = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_maintenance.wait(), interval)
+            # Woken early by errors: at most one extra pass every `check_secs`.
+            await asyncio.sleep(max(0.0, check - (time.monotonic() - started)))
             self._wake_maintenance.clear()
             await self._maintain_once()
 
     async def _maintain_once(self) -> None:
+        """Recover or reconcile; the one place that decides whether Docker is available."""
         try:
             if not self._recovered:
                 await self._recover()
@@ -478,9 +519,11 @@ class Agent:
                 await self._reconcile()
             if not self._host_memory:
                 self._host_memory = await self.runtime.host_memory_bytes()
+        except DockerUnavailable as exc:
+            self._set_docker_available(False, str(exc))
+            return
         except DockerRuntimeError as exc:
-            if not isinstance(exc, DockerUnavailable):
-                log.warning("reconcile with Docker failed: %s", exc)
+            log.warning("reconcile with Docker failed: %s", exc)
             return
         self._set_docker_available(True)
 
@@ -506,6 +549,7 @@ class Agent:
             port=adoption.port,
             max_idle_secs=adoption.max_idle_secs,
             bearer_token=adoption.bearer_token,
+            began=adoption.created or NEVER,
         )
         runner = BackendRunner(
             identity, self.services, container_id=info.id, ip=info.ip, logs_since=time.time()

@@ -103,8 +103,9 @@ def translate_error(operation: str, exc: BaseException) -> DockerRuntimeError:
         return DockerFailure(text)
     if isinstance(exc, TimeoutError):
         return DockerUnavailable(f"{operation}: the engine did not answer in time")
-    if isinstance(exc, aiohttp.ClientError | OSError):
+    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
         return DockerUnavailable(f"{operation}: {type(exc).__name__}: {exc}")
+    # A URL that cannot be built, a malformed answer: about this call, not the engine.
     return DockerFailure(f"{operation}: {type(exc).__name__}: {exc}")
 
 

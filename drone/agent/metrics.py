@@ -29,7 +29,9 @@ class SpawnOutcome(enum.StrEnum):
     DRAINING = "draining"
     FULL = "full"
     DUPLICATE = "duplicate"
-    INVALID = "invalid"
+    INVALID = "invalid"  # the request cannot run on this drone
+    MISADDRESSED = "misaddressed"  # meant for another drone or cluster
+    STALE = "stale"  # read after its deadline
     UNAVAILABLE = "unavailable"  # starting up, or Docker unreachable
 
 
@@ -77,6 +79,11 @@ class AgentMetrics:
         self.status_dropped = Counter(
             "plane_drone_status_delivery_dropped",
             "Backend state updates a controller refused for good.",
+            registry=r,
+        )
+        self.fenced = Counter(
+            "plane_drone_backends_fenced",
+            "Backends stopped because the controllers hold them as ended or placed elsewhere.",
             registry=r,
         )
         self.log_lines = Counter(

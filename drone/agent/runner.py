@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from drone.agent import probe, spec
@@ -93,6 +94,7 @@ class Identity:
     port: int
     max_idle_secs: int
     bearer_token: str | None
+    began: datetime  # when this life began: the spawn accepted, or the container created
 
 
 async def publish(nc: NatsClient, subject: str, message: Any) -> bool:
@@ -200,8 +202,8 @@ class BackendRunner:
                 self._route()
             case Unroute():
                 self._unroute()
-            case RemoveContainer():
-                await self._remove_container()
+            case RemoveContainer(at_once=at_once):
+                await self._remove_container(at_once)
 
     def _report(self, state: BackendState) -> None:
         s = self.services
@@ -385,15 +387,33 @@ class BackendRunner:
         for name in ("probe", "ready-timer", "stats", "dns"):
             self._stop_watcher(name)
 
-    async def _remove_container(self) -> None:
+    async def _remove_container(self, at_once: bool = False) -> None:
         await self._settle_op()
         runtime = self.services.runtime
-        target = self.container_id or spec.container_name(self.backend_id)
+        grace = 0 if at_once else self.services.settings.agent.stop_timeout_secs
         try:
-            await runtime.stop_and_remove(target, self.services.settings.agent.stop_timeout_secs)
+            target = self.container_id or await self._own_container_by_name()
+            if target is not None:
+                await runtime.stop_and_remove(target, grace)
         except DockerRuntimeError as exc:
             # The reconcile loop removes it once Docker answers again.
             log.warning("container not removed yet: %s", exc, extra=self._extra())
+
+    async def _own_container_by_name(self) -> str | None:
+        """The container a create abandoned half-way may have left, if it is this drone's.
+
+        A container of that name made by someone else (another drone on the same
+        engine, say) is never touched.
+        """
+        try:
+            info = await self.services.runtime.inspect(spec.container_name(self.backend_id))
+        except NotFound:
+            return None
+        if info.labels.get(spec.LABEL_DRONE) != self.services.drone_id:
+            return None
+        if info.labels.get(spec.LABEL_BACKEND) != self.backend_id:
+            return None
+        return info.id
 
     async def _settle_op(self) -> None:
         """Let a create or start in flight finish; a pull can simply be abandoned."""

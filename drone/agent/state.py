@@ -3,8 +3,9 @@
 The machine owns the order of life (docs/PROTOCOL.md): Loading → Starting →
 Ready, then exactly one terminal state. It never moves to a lower
 `BackendState.rank`, a terminal state is final, and every way into a terminal
-state carries the instructions to report it, unroute the backend and stop and
-remove its container, so no path (errors included) leaves a container behind.
+state carries the instructions to unroute the backend and stop and remove its
+container, so no path (errors included) leaves a container behind. Every end
+is reported, except a fenced one: the controllers already stored its end.
 Events that do not apply in a state are ignored with an empty transition; the
 runner (`drone.agent.runner`) carries out the instructions and feeds the
 results back as events. Nothing here does I/O or reads a clock.
@@ -77,6 +78,17 @@ class DockerFailed:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    """The controllers hold this life as ended (declared Lost, or placed elsewhere).
+
+    Its end is already stored, so nothing is reported: the backend stops at
+    once, and no copy of it keeps serving unseen.
+    """
+
+    reason: str
+
+
 Event = (
     Spawned
     | Adopted
@@ -89,6 +101,7 @@ Event = (
     | IdleSwept
     | TerminateRequested
     | DockerFailed
+    | Fenced
 )
 
 # --- instructions --------------------------------------------------------------
@@ -136,7 +149,12 @@ class Unroute:
 
 @dataclass(frozen=True, slots=True)
 class RemoveContainer:
-    """Stop the container (if it runs) and remove it with its anonymous volumes."""
+    """Stop the container (if it runs) and remove it with its anonymous volumes.
+
+    `at_once`: kill without the SIGTERM grace (its end was announced already).
+    """
+
+    at_once: bool = False
 
 
 Instruction = Report | RunStep | HoldRequests | WatchStarting | Route | Unroute | RemoveContainer
@@ -170,7 +188,7 @@ class Machine:
 
 def _end(state: BackendState, reason: str, *, report: bool = True) -> Transition:
     head: tuple[Instruction, ...] = (Report(state),) if report else ()
-    return Transition(state, (*head, Unroute(), RemoveContainer()), reason)
+    return Transition(state, (*head, Unroute(), RemoveContainer(at_once=not report)), reason)
 
 
 def _stay(state: BackendState) -> Transition:
@@ -182,6 +200,8 @@ def handle(state: BackendState, event: Event) -> Transition:
     if state.terminal:
         return _stay(state)
     match event:
+        case Fenced(reason=reason):
+            return _end(BackendState.LOST, reason, report=False)
         case TerminateRequested():
             return _end(BackendState.TERMINATED, "termination requested")
         case DockerFailed(reason=reason):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from shared.ids import new_id, subject_token_ok
+from shared.ids import DRONE_ID_PATTERN, PATTERN_MEANINGS, is_valid_drone_id, new_id
 
 DRONE_ID_FILE = "drone_id"
 DRAIN_FILE = "drain.json"
@@ -40,8 +40,8 @@ def _write(path: Path, data: bytes) -> None:
 def drone_id(state_dir: Path, configured: str | None) -> str:
     """The configured ID, else the one kept in `state_dir`, else a new one kept there."""
     if configured is not None:
-        if not subject_token_ok(configured):
-            raise StateDirError(f"drone_id {configured!r} cannot stand in a NATS subject")
+        if not is_valid_drone_id(configured):
+            raise StateDirError(f"drone_id {configured!r} {PATTERN_MEANINGS[DRONE_ID_PATTERN]}")
         return configured
     path = state_dir / DRONE_ID_FILE
     try:
@@ -51,8 +51,10 @@ def drone_id(state_dir: Path, configured: str | None) -> str:
     except OSError as exc:
         raise StateDirError(f"cannot read {path}: {exc}") from None
     if kept:
-        if not subject_token_ok(kept):
-            raise StateDirError(f"{path} holds {kept!r}, which cannot stand in a NATS subject")
+        if not is_valid_drone_id(kept):
+            raise StateDirError(
+                f"{path} holds {kept!r}: a drone ID {PATTERN_MEANINGS[DRONE_ID_PATTERN]}"
+            )
         return kept
     fresh = new_id()
     _write(path, f"{fresh}\n".encode())

@@ -39,7 +39,24 @@ def with_fields(**fields: Any) -> bytes:
         (with_fields(max_idle_secs=-1), "max_idle_secs"),
         (with_fields(executable={"image": "i", "pull_policy": "Sometimes"}), "pull_policy"),
         (with_fields(cluster="other.test"), "does not match the subject"),
-        (with_fields(cluster="bad cluster!"), "cluster: 'bad cluster!' is not a domain name"),
+        (with_fields(cluster="bad cluster!"), "cluster: must be a domain name"),
+        # Image names that are no image reference never reach a drone.
+        (with_fields(executable={"image": "/etc/passwd"}), "executable.image: '/etc/passwd'"),
+        (with_fields(executable={"image": "img;rm -rf /"}), "is not an image reference"),
+        (with_fields(executable={"image": "http://evil.example/x"}), "is not an image reference"),
+        (with_fields(executable={"image": "//x"}), "is not an image reference"),
+        (with_fields(executable={"image": "\u0000"}), "is not an image reference"),
+        # A pattern that matched before a final newline; numbers no timer can hold.
+        (with_fields(backend_id="abc\n"), "backend_id: must be 1-63 characters"),
+        (with_fields(max_idle_secs=2**64), "max_idle_secs: expected an integer <= 2147483647"),
+        (with_fields(max_idle_secs=10**100), "max_idle_secs: expected an integer <="),
+        # Sizes: a cluster name is a domain name; metadata and env are bounded.
+        (with_fields(cluster="c" * 1_000_000), "cluster: expected a string of length <= 259"),
+        (with_fields(metadata={str(i): "v" for i in range(65)}), "metadata: expected an object"),
+        (
+            with_fields(executable={"image": "i", "volume_mounts": [{"Type": "bind"}]}),
+            "executable.volume_mounts.0: Target must be an absolute path",
+        ),
     ],
 )
 async def test_malformed_schedule_requests_get_invalid_request(

@@ -27,6 +27,7 @@ from shared.protocol import (
     DroneConnectRequest,
     DroneStatusMessage,
     Executable,
+    SpawnReply,
     SpawnRequest,
     UpdateBackendStateMessage,
 )
@@ -270,12 +271,19 @@ def spawn_request(
     )
 
 
-async def spawn(nc: bus.NatsClient, request: SpawnRequest) -> bool:
+async def spawn(nc: bus.NatsClient, request: SpawnRequest) -> SpawnReply:
     """Send a SpawnRequest as the controller does; returns the drone's answer."""
-    answer: bool = await bus.request(
-        nc, subjects.drone_spawn(request.drone_id), request, bool, timeout=10
+    answer: SpawnReply = await bus.request(
+        nc, subjects.drone_spawn(request.drone_id), request, SpawnReply, timeout=10
     )
     return answer
+
+
+def refused_as_invalid(answer: Any) -> str:
+    """The message of an `{"InvalidRequest": ...}` answer (fails on any other answer)."""
+    assert isinstance(answer, dict) and set(answer) == {"InvalidRequest"}, answer
+    message: str = answer["InvalidRequest"]["message"]
+    return message
 
 
 async def spawn_raw(nc: bus.NatsClient, drone_id: str, payload: bytes) -> Any:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import dataclasses
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiodocker
 import aiohttp
 import pytest
 
-from drone.agent import probe, spec, statedir
+from drone.agent import admission, probe, spec, statedir
 from drone.agent.agent import next_sweep_delay
 from drone.agent.docker_runtime import (
     Conflict,
@@ -21,6 +23,7 @@ from drone.agent.docker_runtime import (
     registry_qualified,
     translate_error,
 )
+from drone.agent.metrics import SpawnOutcome
 from drone.agent.presence import Presence
 from drone.agent.telemetry import LineBuffer, cpu_percent, memory_percent
 from drone.config import AgentSettings, DockerSettings, DroneSettings, check
@@ -84,7 +87,7 @@ def test_mounts_only_when_allowed() -> None:
     mounts = [{"Type": "tmpfs", "Target": "/data"}]
     spawn = request(volume_mounts=mounts)
     assert spec.refusal(spawn, allow_volume_mounts=False) == (
-        "volume mounts are not allowed on this drone"
+        "executable.volume_mounts: volume mounts are not allowed on this drone"
     )
     assert spec.refusal(spawn, allow_volume_mounts=True) is None
     assert "Mounts" not in spec.host_config(spawn, DockerSettings())
@@ -92,21 +95,48 @@ def test_mounts_only_when_allowed() -> None:
     assert allowed["Mounts"] == mounts
 
 
+FACTS = admission.Facts(
+    drone_id="d1",
+    cluster="plane.test",
+    recovered=True,
+    draining=False,
+    docker_available=True,
+    live_backends=0,
+    max_backends=2,
+    allow_volume_mounts=False,
+)
+NOW = datetime(2026, 11, 28, 13, 0, 5, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
-    ("executable", "problem"),
+    ("change", "running", "outcome", "says"),
     [
-        ({"volume_mounts": [{"Type": "nfs", "Target": "/x"}]}, "volume_mounts.0: Type"),
-        ({"volume_mounts": [{"Type": "tmpfs", "Target": "rel"}]}, "volume_mounts.0: Target"),
-        ({"env": {"": "x"}}, "executable.env"),
-        ({"env": {"A": "x\0y"}}, "executable.env.A"),
-        ({"resource_limits": ResourceLimits(cpu_period=2)}, "cpu_period"),
+        ({}, (), SpawnOutcome.ACCEPTED, ""),
+        ({"deadline": NOW - timedelta(seconds=2)}, (), SpawnOutcome.STALE, "2.0s after"),
+        ({"deadline": NOW + timedelta(seconds=1)}, (), SpawnOutcome.ACCEPTED, ""),
+        ({"drone_id": "d2"}, (), SpawnOutcome.MISADDRESSED, "drone d2"),
+        ({"cluster": "other.test"}, (), SpawnOutcome.MISADDRESSED, "other.test"),
+        ({"recovered": False}, (), SpawnOutcome.UNAVAILABLE, "adopting"),
+        ({"draining": True}, (), SpawnOutcome.DRAINING, "draining"),
+        ({"docker_available": False}, (), SpawnOutcome.UNAVAILABLE, "Docker"),
+        ({}, ("b1",), SpawnOutcome.DUPLICATE, "already runs"),
+        ({"live_backends": 2}, (), SpawnOutcome.FULL, "limit of 2"),
+        ({"mounts": True}, (), SpawnOutcome.INVALID, "volume mounts are not allowed"),
     ],
 )
-def test_specs_that_cannot_run_are_refused_with_a_reason(
-    executable: dict[str, object], problem: str
+def test_admission_decides_every_refusal_before_docker(
+    change: dict[str, Any], running: tuple[str, ...], outcome: SpawnOutcome, says: str
 ) -> None:
-    reason = spec.refusal(request(**executable), allow_volume_mounts=True)
-    assert reason is not None and problem in reason
+    spawn = request(
+        volume_mounts=[{"Type": "tmpfs", "Target": "/d"}] if change.pop("mounts", 0) else []
+    )
+    for key in ("deadline", "drone_id", "cluster"):
+        if key in change:
+            setattr(spawn, key, change.pop(key))
+    decision = admission.decide(spawn, dataclasses.replace(FACTS, **change), running, NOW)
+    assert decision.outcome is outcome
+    assert says in decision.reason
+    assert decision.request_at_fault is (outcome is SpawnOutcome.INVALID)
 
 
 def test_labels_round_trip_into_an_adoption() -> None:
@@ -184,7 +214,7 @@ def test_drone_id_and_drain_flag_are_kept_in_the_state_dir(tmp_path: Path) -> No
     with pytest.raises(statedir.StateDirError, match=r"drain\.json"):
         statedir.load_draining(where)
     (where / "drone_id").write_text("has.dots\n")
-    with pytest.raises(statedir.StateDirError, match="NATS subject"):
+    with pytest.raises(statedir.StateDirError, match="a drone ID must be 1-128 characters"):
         statedir.drone_id(where, None)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import aiodocker
+import msgspec
 
+from shared import wire
 from shared.bus import NatsClient
 from shared.protocol import (
     BackendState,
@@ -18,6 +20,7 @@ from tests.drone.conftest import (
     backend_host,
     containers_of,
     proxy_client,
+    refused_as_invalid,
     spawn,
     spawn_raw,
     spawn_request,
@@ -39,24 +42,35 @@ async def test_refusals_are_answered_false_without_touching_docker(
     assert await spawn(nc, first) is True
     # The same backend ID again, while it runs.
     assert await spawn(nc, first) is False
-    # Volume mounts on a drone that does not allow them.
+    # Volume mounts on a drone that does not allow them: the request is at fault.
     mounts = spawn_request(
         drone, testbackend_image, volume_mounts=[{"Type": "tmpfs", "Target": "/data"}]
     )
-    assert await spawn(nc, mounts) is False
-    # Specs that cannot run: a bad env name, a CPU period Docker refuses, another drone's.
-    bad_env = spawn_request(drone, testbackend_image, env={"A=B": "1"})
-    assert await spawn(nc, bad_env) is False
-    bad_period = spawn_request(
-        drone, testbackend_image, resource_limits=ResourceLimits(cpu_period=5)
-    )
-    assert await spawn(nc, bad_period) is False
+    answer = await spawn_raw(nc, drone.drone_id, wire.encode(mounts))
+    assert "volume mounts are not allowed" in refused_as_invalid(answer)
+    # Specs that cannot run: a bad env name, a CPU period Docker refuses, an image name
+    # that is no image reference; and a request for another cluster.
+    valid = msgspec.to_builtins(spawn_request(drone, testbackend_image))
+    bad_env = {**valid, "executable": {**valid["executable"], "env": {"A=B": "1"}}}
+    bad_period = {
+        **valid,
+        "executable": {**valid["executable"], "resource_limits": {"cpu_period": 5}},
+    }
+    bad_image = {**valid, "executable": {**valid["executable"], "image": "/etc/passwd"}}
+    for bad, says in (
+        (bad_env, "executable.env"),
+        (bad_period, "executable.resource_limits.cpu_period"),
+        (bad_image, "executable.image"),
+    ):
+        answer = await spawn_raw(nc, drone.drone_id, msgspec.json.encode(bad))
+        assert says in refused_as_invalid(answer)
     elsewhere = spawn_request(drone, testbackend_image)
     elsewhere.cluster = "other.test"
     assert await spawn(nc, elsewhere) is False
-    # Malformed requests get `false` too, and the drone keeps serving.
-    assert await spawn_raw(nc, drone.drone_id, b"{not json") is False
-    assert await spawn_raw(nc, drone.drone_id, b'{"cluster": "drone.test"}') is False
+    # Malformed requests are refused with the reason, and the drone keeps serving.
+    assert "invalid JSON" in refused_as_invalid(await spawn_raw(nc, drone.drone_id, b"{not"))
+    answer = await spawn_raw(nc, drone.drone_id, b'{"cluster": "drone.test"}')
+    assert "missing required field" in refused_as_invalid(answer)
     second = spawn_request(drone, testbackend_image)
     assert await spawn(nc, second) is True
     # At the configured limit.
@@ -64,9 +78,10 @@ async def test_refusals_are_answered_false_without_touching_docker(
     assert await spawn(nc, third) is False
     await sim.wait_state(first.backend_id, R)
     await sim.wait_state(second.backend_id, R)
-    for refused in (mounts, bad_env, bad_period, elsewhere, third):
-        assert refused.backend_id not in sim.states
-        assert await containers_of(docker, refused.backend_id) == []
+    for refused in (mounts.backend_id, valid["backend_id"], elsewhere.backend_id):
+        assert refused not in sim.states
+        assert await containers_of(docker, refused) == []
+    assert third.backend_id not in sim.states
     assert await containers_of(docker, first.backend_id) != []
 
 

@@ -12,6 +12,7 @@ from drone.agent.state import (
     Created,
     DockerFailed,
     Event,
+    Fenced,
     HoldRequests,
     IdleSwept,
     Instruction,
@@ -50,6 +51,7 @@ EVERY_EVENT: list[Event] = [
     IdleSwept(),
     TerminateRequested(),
     DockerFailed("engine gone"),
+    Fenced("declared Lost"),
 ]
 
 
@@ -99,6 +101,14 @@ def test_endings(state: BackendState, event: Event, ended: BackendState) -> None
     assert transition.reason
 
 
+@pytest.mark.parametrize("state", [L, S, R])
+def test_a_fenced_backend_ends_at_once_without_a_report(state: BackendState) -> None:
+    transition = handle(state, Fenced("declared Lost at 12:00"))
+    assert transition.state is BackendState.LOST
+    assert transition.instructions == (Unroute(), RemoveContainer(at_once=True))
+    assert "declared Lost" in transition.reason
+
+
 def test_an_adopted_running_container_is_probed_again_without_reporting_starting() -> None:
     transition = handle(L, Adopted())
     assert transition.state is S
@@ -139,12 +149,16 @@ def test_rules_that_hold_for_every_state_and_event(state: BackendState, event: E
         return
     # Never backwards.
     assert transition.state.rank >= state.rank
+    removals = [i for i in transition.instructions if isinstance(i, RemoveContainer)]
     if transition.state.terminal:
-        # Every way into a terminal state reports it, unroutes and removes the container.
-        assert Report(transition.state) in transition.instructions
+        # Every way into a terminal state unroutes and removes the container, and
+        # reports the end, unless the controllers hold it as ended already.
         assert Unroute() in transition.instructions
-        assert transition.instructions[-1] == RemoveContainer()
+        assert isinstance(transition.instructions[-1], RemoveContainer)
+        fenced = isinstance(event, Fenced)
+        assert (Report(transition.state) in transition.instructions) is not fenced
+        assert transition.instructions[-1].at_once is fenced
     else:
-        assert RemoveContainer() not in transition.instructions
+        assert removals == []
     reports = [i for i in transition.instructions if isinstance(i, Report)]
     assert all(r.state is transition.state for r in reports)
