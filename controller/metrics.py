@@ -86,6 +86,11 @@ class ControllerMetrics:
             registry=r,
         )
         self.lost_backends = {result: lost.labels(result) for result in ("stored", "duplicate")}
+        self.spawn_retries = Counter(
+            "plane_controller_spawn_retries",
+            "Spawn requests sent again after 'no responders' right after a NATS reconnect",
+            registry=r,
+        )
         self.fenced = Counter(
             "plane_controller_fenced_backends",
             "Backends a drone was told to stop: held as Lost, or placed on another drone",

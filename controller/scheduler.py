@@ -253,4 +253,5 @@ class Scheduler:
                     raise
                 if left <= NO_RESPONDERS_PAUSE_SECS + self._deadline_margin:
                     raise
+            self._metrics.spawn_retries.inc()
             await asyncio.sleep(NO_RESPONDERS_PAUSE_SECS)

@@ -1,11 +1,12 @@
 """The drone process: settings, NATS, Docker, the agent, the proxy and metrics, wired.
 
-Start-up order: the metrics endpoint and the proxy (with its worker processes,
-when `proxy.workers` asks for more than one) first (the proxy holds
-requests for backends that are not ready yet, so it may as well listen
-early), then NATS, then the agent, which adopts running containers and
-routes them before it takes new spawns. `stop` goes the other way: the agent
-stops heartbeats and work (leaving backends running unless configured to
+Start-up order: the metrics endpoint, then NATS, then the agent, which
+adopts running containers and routes them again; only then the proxy (with
+its worker processes, when `proxy.workers` asks for more than one), so that
+its first request already finds every backend that still runs (a request
+for one not ready yet is held); last, the agent takes new spawns.
+
+`stop` goes the other way: the agent stops heartbeats and work (leaving backends running unless configured to
 terminate them), then the proxy lets requests in flight finish, then NATS
 and the metrics endpoint close.
 """
@@ -86,13 +87,6 @@ class Drone:
                 self._metrics_server = metrics.serve(listen, self.registry)
             except OSError as exc:
                 raise DroneError(f"metrics on {listen}: {exc}") from None
-        try:
-            await self.proxy.start()
-        except OSError as exc:
-            raise DroneError(f"proxy on {s.proxy.listen}: {exc}") from None
-        except ConfigError as exc:
-            raise DroneError(str(exc)) from None
-        self._proxy_started = True
         self._nc = nc = await bus.connect(
             s.nats,
             name=f"plane-drone {self.drone_id}",
@@ -114,6 +108,14 @@ class Drone:
             raise DroneError(str(exc)) from None
         self.agent = agent
         await agent.start()
+        try:
+            await self.proxy.start()
+        except OSError as exc:
+            raise DroneError(f"proxy on {s.proxy.listen}: {exc}") from None
+        except ConfigError as exc:
+            raise DroneError(str(exc)) from None
+        self._proxy_started = True
+        await agent.take_spawns()
         log.info(
             "drone %s ready: cluster %s, ip %s, proxy on port %d%s",
             self.drone_id,

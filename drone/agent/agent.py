@@ -184,7 +184,7 @@ class Agent:
     # --- life ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Announce, recover what runs, then take spawns; returns once spawns are taken."""
+        """Announce and adopt what runs (routing it again); spawns come with `take_spawns`."""
         await self.ensure_log_stream()
         await self.announce()
         self._loop("heartbeat", self._heartbeat())
@@ -212,9 +212,12 @@ class Agent:
         self._loop("exits", self._watch_exits())
         self._loop("sweeper", self._sweeper())
         self._loop("dns", self._dns_refresh())
+
+    async def take_spawns(self) -> None:
+        """Serve spawn requests; returns once the server has the subscription."""
         self._endpoints.append(
             await bus.serve(
-                nc,
+                self._nc,
                 subjects.drone_spawn(self.drone_id),
                 SpawnRequest,
                 self._on_spawn,

@@ -21,8 +21,10 @@ from shared.protocol import (
     DroneInfo,
     DroneState,
     DroneStatusMessage,
+    FenceBackends,
     SpawnRequest,
     UpdateBackendStateMessage,
+    invalid_request,
     utc_now,
 )
 
@@ -30,6 +32,7 @@ from shared.protocol import (
 class Answer(enum.Enum):
     ACCEPT = "accept"
     REFUSE = "refuse"
+    INVALID = "invalid"  # `{"InvalidRequest": ...}`: the request cannot run on this drone
     SILENT = "silent"  # never replies: the controller's spawn times out
 
 
@@ -46,6 +49,7 @@ class SimDrone:
         ready: bool = True,
         state: DroneState = DroneState.READY,
         reply_delay: float = 0.0,
+        load: int = 0,
     ) -> None:
         self.nc = nc
         self.drone_id = drone_id
@@ -56,18 +60,25 @@ class SimDrone:
         self.ready = ready
         self.state = state
         self.reply_delay = reply_delay  # a slow drone: answers spawns this late
+        self.load = load  # backends it claims beyond those it accepted (to order choices)
         self.offers: list[SpawnRequest] = []  # every spawn request received
         self.accepted: list[SpawnRequest] = []
         self.offered = asyncio.Event()  # set on each offer; tests clear it
+        self.listed: list[str] | None = None  # backends named in heartbeats (None: no list)
+        self.fences: asyncio.Queue[FenceBackends] = asyncio.Queue()
         self._sub: bus.Subscription | None = None
+        self._fence_sub: bus.Subscription | None = None
         self._beat: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> int:
-        return len(self.accepted)
+        return len(self.accepted) + self.load
 
     async def start(self, *, register: bool = True) -> SimDrone:
         self._sub = await self.nc.subscribe(subjects.drone_spawn(self.drone_id), cb=self._on_spawn)
+        self._fence_sub = await self.nc.subscribe(
+            subjects.drone_fence(self.drone_id), cb=self._on_fence
+        )
         if register:
             connect = DroneConnectRequest(drone_id=self.drone_id, cluster=self.cluster, ip=self.ip)
             await bus.publish(self.nc, subjects.DRONE_REGISTER, connect)
@@ -84,6 +95,7 @@ class SimDrone:
             state=self.state,
             running_backends=self.running,
             ip=self.ip,
+            backends=self.listed,
         )
 
     async def beat(self) -> None:
@@ -113,10 +125,17 @@ class SimDrone:
             return
         if self.reply_delay:
             await asyncio.sleep(self.reply_delay)
+        if self.answer is Answer.INVALID:
+            refusal = invalid_request("executable.volume_mounts: not allowed on this drone")
+            await self.nc.publish(msg.reply, wire.encode(refusal))
+            return
         accept = self.answer is Answer.ACCEPT
         if accept:
             self.accepted.append(request)
         await self.nc.publish(msg.reply, b"true" if accept else b"false")
+
+    async def _on_fence(self, msg: bus.Msg) -> None:
+        await self.fences.put(wire.decode(FenceBackends, msg.data))
 
     async def report(
         self, backend: str, state: BackendState, *, time: datetime | None = None
@@ -136,10 +155,11 @@ class SimDrone:
 
     async def stop(self) -> None:
         self.stop_heartbeats()
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        for sub in (self._sub, self._fence_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._sub = self._fence_sub = None
 
 
 async def eventually(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from controller.index import BackendIndex
+import pytest
+
+from controller.index import BackendIndex, admits, duplicate
 from shared.protocol import BackendState, BackendStateMessage, utc_now
 
 C = "plane.test"
@@ -120,3 +122,79 @@ def test_old_terminal_entries_are_pruned() -> None:
     assert index.get("recent") is not None and index.get("live") is not None
     counts = index.count_by_state()
     assert counts[BackendState.EXITED] == 1 and counts[BackendState.READY] == 1
+
+
+def test_a_lost_backend_holds_its_id_until_its_drone_is_heard_without_it() -> None:
+    index = BackendIndex(lost_hold=timedelta(hours=1))
+    index.apply(report("b", BackendState.READY, 0, drone="d1"))
+    index.apply(report("b", BackendState.LOST, 30, drone="d1"))
+    in_the_way = index.reserve("b", C, T0 + timedelta(seconds=40))
+    assert in_the_way is not None and in_the_way.state is BackendState.LOST
+    assert [e.backend for e in index.held_on("d1")] == ["b"]
+    index.clear_lost("b")
+    assert index.held_on("d1") == []
+    assert index.reserve("b", C, T0 + timedelta(seconds=41)) is None
+
+
+def test_a_lost_hold_ends_on_its_own_for_a_drone_that_never_returns() -> None:
+    index = BackendIndex(lost_hold=timedelta(minutes=5))
+    index.apply(report("b", BackendState.LOST, 0, drone="d1"))
+    assert index.reserve("b", C, T0 + timedelta(minutes=4)) is not None
+    assert index.reserve("b", C, T0 + timedelta(minutes=6)) is None
+
+
+def test_other_ends_hold_nothing() -> None:
+    index = BackendIndex()
+    index.apply(report("b", BackendState.SWEPT, 0, drone="d1"))
+    assert index.held_on("d1") == []
+    assert index.reserve("b", C, T0 + timedelta(seconds=1)) is None
+
+
+@pytest.mark.parametrize(
+    ("held", "state", "drone", "at", "refused"),
+    [
+        (None, BackendState.READY, "d1", 5, None),  # unknown: the first report
+        ((BackendState.READY, "d1"), BackendState.SWEPT, "d1", 5, None),
+        ((BackendState.READY, "d1"), BackendState.SWEPT, "d2", 5, "runs on drone d1, not d2"),
+        ((BackendState.LOST, "d1"), BackendState.SWEPT, "d1", 50, "already ended as Lost"),
+        ((BackendState.LOST, "d1"), BackendState.READY, "d1", 50, "already ended as Lost"),
+        ((BackendState.LOST, "d1"), BackendState.LOADING, "d1", 50, None),  # a new life
+        ((BackendState.LOST, "d1"), BackendState.LOADING, "d1", 1, "already ended"),
+        ((BackendState.SWEPT, "d1"), BackendState.LOADING, "d2", 50, None),
+    ],
+)
+def test_which_reports_the_stream_admits(
+    held: tuple[BackendState, str] | None,
+    state: BackendState,
+    drone: str,
+    at: float,
+    refused: str | None,
+) -> None:
+    index = BackendIndex()
+    if held is not None:
+        index.apply(report("b", held[0], 10, drone=held[1]))
+    why = admits(index.get("b"), state, drone, T0 + timedelta(seconds=at))
+    if refused is None:
+        assert why is None
+    else:
+        assert why is not None and refused in why
+
+
+def test_a_reservation_admits_only_the_drone_it_was_offered_to() -> None:
+    index = BackendIndex()
+    index.reserve("b", C, T0)
+    assert admits(index.get("b"), BackendState.LOADING, "d9", T0) is None  # not offered yet
+    index.assign("b", "d2")
+    assert admits(index.get("b"), BackendState.LOADING, "d2", T0) is None
+    assert "runs on drone d2" in (admits(index.get("b"), BackendState.LOADING, "d1", T0) or "")
+
+
+def test_a_resend_is_a_duplicate_and_a_new_report_is_not() -> None:
+    index = BackendIndex()
+    index.apply(report("b", BackendState.READY, 3, drone="d1"))
+    when = T0 + timedelta(seconds=3)
+    assert duplicate(index.get("b"), BackendState.READY, "d1", when)
+    assert not duplicate(index.get("b"), BackendState.READY, "d1", when + timedelta(seconds=1))
+    assert not duplicate(index.get("b"), BackendState.SWEPT, "d1", when)
+    assert not duplicate(index.get("b"), BackendState.READY, "d2", when)
+    assert not duplicate(None, BackendState.READY, "d1", when)

@@ -21,6 +21,7 @@ from tests.controller.conftest import CLUSTER, StartController
 from tests.controller.sim import SimDrone, eventually, list_drones, wait_drones_ready
 from tests.controller.test_states import list_backends, stored
 from tests.support.natsserver import NatsServer
+from tests.support.relay import TcpRelay
 
 PLANE_CONTROLLER = str(Path(sys.executable).parent / "plane-controller")
 REQUEST = ScheduleRequest(cluster=CLUSTER, executable=Executable(image="i"))
@@ -198,3 +199,48 @@ async def test_scheduling_resumes_after_nats_comes_back_and_nothing_is_lost(
         await drone.stop()
     finally:
         await nc.close()
+
+
+async def test_requests_held_through_an_outage_wait_for_drones_to_subscribe_again(
+    own_server: list[NatsServer], start_controller: StartController
+) -> None:
+    """Controllers back before the drones: the held requests find the drones once they are."""
+    server = own_server[0]
+    quick = bus.NatsSettings(servers=[server.url], reconnect_wait_secs=0.1)
+    relay = TcpRelay("127.0.0.1", server.port)  # the drone's own line to NATS
+    await relay.start()
+    client = await bus.connect(quick, name="test-client")
+    drone_nc = await bus.connect(
+        bus.NatsSettings(servers=[relay.url], reconnect_wait_secs=0.1), name="test-drone"
+    )
+    try:
+        controller = await start_controller(nats=quick, heartbeat_secs=2.0, spawn_timeout_secs=8)
+        drone = await SimDrone(drone_nc, "late", CLUSTER).start()
+        await wait_drones_ready(client, CLUSTER, drone)
+
+        await relay.cut()
+        await server.stop()
+        own_server.append(await NatsServer.start(server.store, server.port))
+
+        def sample(name: str) -> float:
+            return controller.metrics.registry.get_sample_value(name) or 0.0
+
+        async def controller_back() -> bool:
+            return sample("plane_controller_nats_reconnects_total") == 1 and client.is_connected
+
+        await eventually(controller_back, what="the controller and the client to reconnect")
+        request = asyncio.create_task(schedule(client))
+
+        async def retried_or_answered() -> bool:
+            return request.done() or sample("plane_controller_spawn_retries_total") > 0
+
+        await eventually(retried_or_answered, what="the controller to offer the spawn")
+        assert not request.done(), f"answered while the drone was away: {request.result()}"
+        await relay.start()  # the drone reconnects and subscribes again
+        reply = await asyncio.wait_for(request, 15)
+        assert isinstance(reply, dict) and reply["Scheduled"]["drone"] == "late", reply
+        await drone.stop()
+    finally:
+        await relay.cut()
+        await drone_nc.close()
+        await client.close()

@@ -174,6 +174,7 @@ def fast_settings(
     nats_url: str, state_dir: Path, test_id: str, drone_id: str | None, **agent: Any
 ) -> DroneSettings:
     docker = agent.pop("docker", {})
+    proxy = {"listen": "127.0.0.1:0", "hold_until_ready_secs": 5.0, **agent.pop("proxy", {})}
     return DroneSettings(
         nats=bus.NatsSettings(servers=[nats_url], reconnect_wait_secs=0.2),
         cluster=CLUSTER,
@@ -198,7 +199,7 @@ def fast_settings(
                 **agent,
             }
         ),
-        proxy=ProxySettings(listen="127.0.0.1:0", hold_until_ready_secs=5.0),
+        proxy=ProxySettings(**proxy),
     )
 
 

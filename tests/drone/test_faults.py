@@ -30,6 +30,7 @@ from tests.drone.conftest import (
     wait_no_container,
 )
 from tests.support.natsserver import NatsServer
+from tests.support.relay import UnixRelay
 
 R = BackendState.READY
 
@@ -40,63 +41,6 @@ def docker_socket() -> str:
     return host.removeprefix("unix://")
 
 
-class SocketRelay:
-    """A unix socket in front of the real Docker engine that a test can cut and restore."""
-
-    def __init__(self, path: Path, target: str) -> None:
-        self.path = path
-        self.target = target
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def serving(self) -> bool:
-        return self._server is not None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_unix_server(self._serve, str(self.path))
-
-    async def cut(self) -> None:
-        """Refuse new connections and break every open one, as a stopped engine would."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_unix_connection(self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.update((writer, up_writer))
-        pipes = [
-            asyncio.create_task(self._pipe(reader, up_writer)),
-            asyncio.create_task(self._pipe(up_reader, writer)),
-        ]
-        self._tasks.update(pipes)
-        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        for task in pipes:
-            task.cancel()
-            self._tasks.discard(task)
-        for end in (writer, up_writer):
-            end.transport.abort()
-            self._writers.discard(end)
-
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, ConnectionError):
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-
-
 async def test_docker_unavailable_makes_the_drone_unready_but_keeps_serving(
     make_drone: MakeDrone,
     sim: ControllerSim,
@@ -105,7 +49,7 @@ async def test_docker_unavailable_makes_the_drone_unready_but_keeps_serving(
     testbackend_image: str,
     tmp_path: Path,
 ) -> None:
-    relay = SocketRelay(tmp_path / "docker.sock", docker_socket())
+    relay = UnixRelay(tmp_path / "docker.sock", docker_socket())
     await relay.start()
     try:
         drone = await make_drone(docker={"socket": str(relay.path)})

@@ -278,3 +278,36 @@ async def test_drone_killed_with_sigkill_adopts_its_backend_when_started_again(
     [container] = await containers_of(docker, b)
     assert (await docker.containers.get(container))["State"]["Running"] is True
     assert sim.history(b) == [BackendState.LOADING, BackendState.STARTING, R, R]
+
+
+async def test_a_restarted_drone_answers_its_first_request_for_a_running_backend(
+    make_drone: MakeDrone,
+    sim: ControllerSim,
+    nc: NatsClient,
+    testbackend_image: str,
+    tmp_path: Path,
+) -> None:
+    state_dir = tmp_path / "kept"
+    first = await make_drone(state_dir=state_dir, drone_id=None, terminate_on_shutdown=False)
+    request = spawn_request(first, testbackend_image)
+    assert await spawn(nc, request)
+    await sim.wait_state(request.backend_id, R)
+    port = first.proxy_port
+    host = f"{request.backend_id}.{CLUSTER}"
+    await first.stop()
+
+    starting = asyncio.create_task(
+        make_drone(state_dir=state_dir, drone_id=None, proxy={"listen": f"127.0.0.1:{port}"})
+    )
+    # Knock until the port opens: the very first answer must come from the backend.
+    first_answer: httpx.Response | None = None
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+        deadline = time.monotonic() + 30
+        while first_answer is None and time.monotonic() < deadline:
+            try:
+                first_answer = await client.get(f"http://127.0.0.1:{port}/", headers={"Host": host})
+            except httpx.ConnectError:
+                await asyncio.sleep(0.002)
+    await starting
+    assert first_answer is not None, "the proxy never listened"
+    assert (first_answer.status_code, first_answer.text) == (200, "hello from testbackend\n")
