@@ -6,9 +6,9 @@ its worker processes, when `proxy.workers` asks for more than one), so that
 its first request already finds every backend that still runs (a request
 for one not ready yet is held); last, the agent takes new spawns.
 
-`stop` goes the other way: the agent stops heartbeats and work (leaving backends running unless configured to
-terminate them), then the proxy lets requests in flight finish, then NATS
-and the metrics endpoint close.
+`stop` goes the other way: the agent stops heartbeats and work (leaving
+backends running unless configured to terminate them), then the proxy lets
+requests in flight finish, then NATS and the metrics endpoint close.
 """
 
 from __future__ import annotations
