@@ -7,7 +7,7 @@ unreachable engine. The grammar is the one of the distribution project's
 
     reference  := name [ ":" tag ] [ "@" digest ]
     name       := [ domain "/" ] path-component [ "/" path-component ]*
-    domain     := host [ ":" port ]          host: DNS name or [IPv6]
+    domain     := host [ ":" port ]          host: a DNS name or IPv4 address
     path-component := [a-z0-9]+ ( ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ )*
     tag        := [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
     digest     := algorithm ":" hex{32,}
@@ -27,7 +27,8 @@ _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|-+)"
 _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
 _DOMAIN_COMPONENT = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:.]+\])"
+# (The grammar also knows bracketed IPv6 hosts; the engine here refuses them, so do we.)
+_HOST = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*"
 _DOMAIN = rf"{_HOST}(?::[0-9]{{1,5}})?"
 _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"

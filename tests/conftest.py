@@ -6,16 +6,23 @@ says how to provide it.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiodocker
 import pytest
+from hypothesis import settings
 
 from shared import bus
 from tests.support import docker as docker_support
 from tests.support.natsserver import NatsServer
+
+# No per-example deadline (a loaded CI machine is slow, not wrong); in CI the
+# examples are derived from each test's name, so a run there can be repeated.
+settings.register_profile("plane", deadline=None, derandomize=bool(os.environ.get("CI")))
+settings.load_profile("plane")
 
 
 @pytest.fixture
