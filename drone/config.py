@@ -25,6 +25,7 @@ class DockerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     extra_labels: dict[str, str] = {}  # added to every container (tests label theirs)
     api_timeout_secs: float = 30.0  # any one Docker API call (create, start, inspect, remove)
     pull_timeout_secs: float = 600.0  # one image pull, start to finish
+    max_concurrent_pulls: int = 4  # pulls at once; more wait, and other calls never do
     check_secs: float = 1.0  # how often an unreachable engine is tried again
 
 
@@ -148,6 +149,7 @@ def check(settings: DroneSettings) -> None:
         "agent.log_line_max_bytes": agent.log_line_max_bytes,
         "docker.api_timeout_secs": settings.docker.api_timeout_secs,
         "docker.pull_timeout_secs": settings.docker.pull_timeout_secs,
+        "docker.max_concurrent_pulls": settings.docker.max_concurrent_pulls,
         "docker.check_secs": settings.docker.check_secs,
     }
     for key, value in positive.items():

@@ -168,6 +168,23 @@ def _ip_of(info: Any, network: str | None) -> str | None:
     return None
 
 
+class _SharedPull:
+    """One pull that several backends wait for; cancelled when the last one stops waiting."""
+
+    def __init__(self, task: asyncio.Future[None]) -> None:
+        self.task = task
+        self.waiting = 0
+
+    async def wait(self) -> None:
+        self.waiting += 1
+        try:
+            await asyncio.shield(self.task)
+        finally:
+            self.waiting -= 1
+            if self.waiting == 0 and not self.task.done():
+                self.task.cancel()
+
+
 class DockerRuntime:
     def __init__(self, settings: DockerSettings, on_error: ErrorHook | None = None) -> None:
         self.settings = settings
@@ -175,6 +192,10 @@ class DockerRuntime:
         self._client: aiodocker.Docker | None = None
         self._streams: aiodocker.Docker | None = None
         self._streams_connector: aiohttp.BaseConnector | None = None
+        self._pulls_client: aiodocker.Docker | None = None
+        self._pulls_connector: aiohttp.BaseConnector | None = None
+        self._pull_slots = asyncio.Semaphore(max(1, settings.max_concurrent_pulls))
+        self._pulls: dict[tuple[str, tuple[str, str] | None], _SharedPull] = {}
 
     @property
     def client(self) -> aiodocker.Docker:
@@ -195,15 +216,27 @@ class DockerRuntime:
             self._streams, self._streams_connector = uncapped_client(self.client, url)
         return self._streams
 
+    @property
+    def pulls(self) -> aiodocker.Docker:
+        """For pulls alone: their own connections, so a hanging pull holds no other call."""
+        if self._pulls_client is None:
+            url = docker_url(self.settings.socket)
+            self._pulls_client, self._pulls_connector = uncapped_client(self.client, url)
+        return self._pulls_client
+
     async def close(self) -> None:
-        for client in (self._streams, self._client):
+        for pull in list(self._pulls.values()):
+            pull.task.cancel()
+        for client in (self._pulls_client, self._streams, self._client):
             if client is not None:
                 with contextlib.suppress(*_TRANSLATED):
                     async with asyncio.timeout(5):
                         await client.close()
-        if self._streams_connector is not None:
-            await self._streams_connector.close()
+        for connector in (self._pulls_connector, self._streams_connector):
+            if connector is not None:
+                await connector.close()
         self._client = self._streams = self._streams_connector = None
+        self._pulls_client = self._pulls_connector = None
 
     async def _call(
         self, operation: str, work: Callable[[], Awaitable[T]], timeout: float | None = None
@@ -241,19 +274,33 @@ class DockerRuntime:
         return True
 
     async def pull(self, image: str, credentials: DockerCredentials | None) -> None:
+        """Pull, sharing one pull among the backends that want the same image.
+
+        Pulls go through their own connections, at most `max_concurrent_pulls`
+        at once: a registry that never answers (a hostile image name, say) ties
+        up pulls only, never the calls that create, start and watch backends.
+        """
         auth: dict[str, str] | None = None
         source = image
         if credentials is not None and credentials.UsernamePassword is not None:
             pair = credentials.UsernamePassword
             auth = {"username": pair.username, "password": pair.password}
             source = registry_qualified(image)
+        key = (source, None if auth is None else (auth["username"], auth["password"]))
+        shared = self._pulls.get(key)
+        if shared is None:
+            shared = self._pulls[key] = _SharedPull(asyncio.ensure_future(self._pull(source, auth)))
+            shared.task.add_done_callback(lambda _: self._pulls.pop(key, None))
+        await shared.wait()
 
-        # Docker normalises names, so `ubuntu` and `docker.io/library/ubuntu` are one image.
-        await self._call(
-            "pull",
-            lambda: self.client.images.pull(source, auth=auth),
-            self.settings.pull_timeout_secs,
-        )
+    async def _pull(self, source: str, auth: dict[str, str] | None) -> None:
+        async with self._pull_slots:
+            # Docker normalises names, so `ubuntu` and `docker.io/library/ubuntu` are one image.
+            await self._call(
+                "pull",
+                lambda: self.pulls.images.pull(source, auth=auth),
+                self.settings.pull_timeout_secs,
+            )
 
     # --- containers ---------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiodocker
 import msgspec
 
@@ -200,3 +202,46 @@ async def test_backends_join_the_configured_network_and_runtime(
         await drone.stop()  # its containers must leave the network before it goes
     finally:
         await network.delete()
+
+
+class SilentRegistry:
+    """A registry address that accepts connections and never says a word."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.held: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.held.append(writer)
+
+        self.server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        for writer in self.held:
+            writer.transport.abort()
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_pulls_that_never_end_hold_up_no_backend_whose_image_is_here(
+    make_drone: MakeDrone, sim: ControllerSim, nc: NatsClient, testbackend_image: str
+) -> None:
+    registry = SilentRegistry()
+    port = await registry.start()
+    try:
+        drone = await make_drone()
+        # More hanging pulls than a Docker client has connections (aiohttp's 100).
+        hanging = [
+            spawn_request(drone, f"127.0.0.1:{port}/never/{n}:1", pull_policy=PullPolicy.ALWAYS)
+            for n in range(110)
+        ]
+        answers = await asyncio.gather(*(spawn(nc, request) for request in hanging))
+        assert answers == [True] * len(hanging)
+        present = spawn_request(drone, testbackend_image)
+        assert await spawn(nc, present) is True
+        await sim.wait_state(present.backend_id, R, timeout=10)
+        assert all(sim.history(r.backend_id) == [BackendState.LOADING] for r in hanging)
+    finally:
+        await registry.stop()
