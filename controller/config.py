@@ -34,6 +34,7 @@ class ControllerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     fresh_heartbeats: int = 3  # a drone not heard for this many heartbeats takes no backends
     lost_after_secs: float = 30.0  # a drone silent this long is Lost, and so are its backends
     forget_lost_after_secs: float = 3600.0  # a Lost drone leaves the listing after this long
+    max_drones: int = 10_000  # drones kept in the registry; heartbeats of more are ignored
     warmup_secs: float | None = None  # listen to heartbeats this long before scheduling
     spawn_timeout_secs: float = 5.0
     spawn_attempts: int = 3
@@ -80,6 +81,7 @@ def check(settings: ControllerSettings) -> None:
         "lost_after_secs": settings.lost_after_secs,
         "spawn_timeout_secs": settings.spawn_timeout_secs,
         "spawn_attempts": settings.spawn_attempts,
+        "max_drones": settings.max_drones,
         "nats_timeout_secs": settings.nats_timeout_secs,
         "status_max_age_secs": settings.status_max_age_secs,
         "status_max_per_subject": settings.status_max_per_subject,

@@ -13,11 +13,15 @@ record names are kept relative to the zone, lowercase, `@` for the apex.
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from shared.protocol import DnsRecordKind, SetDnsRecord
 
 ACME_CHALLENGE = "_acme-challenge"
 APEX = "@"
+MAX_NAMES = 100_000  # A and TXT names together: a flood of made-up names stops here
+MAX_TXT_VALUES = 10_000  # TXT values of every name together (each up to 4 KiB)
+MAX_TXT_PER_NAME = 32  # an ACME order needs a few at once; the oldest give way
 
 
 class BadRecord(ValueError):
@@ -51,6 +55,7 @@ class RecordStore:
         self.txt_expiry_secs = txt_expiry_secs
         self._a: dict[tuple[str, str], tuple[str, float]] = {}
         self._txt: dict[tuple[str, str], dict[str, float]] = {}
+        self._txt_values = 0
 
     def put(self, msg: SetDnsRecord, now: float) -> tuple[str, str]:
         """Store one record; returns its (zone, relative name). Raises `BadRecord`."""
@@ -61,12 +66,26 @@ class RecordStore:
                 ipaddress.ip_address(msg.value)
             except ValueError:
                 raise BadRecord(f"value {msg.value!r} is not an IP address") from None
+            self._make_room(key, self._a)
             self._a[key] = (msg.value, now)
         else:
             if not msg.value or len(msg.value.encode()) > 4096:
                 raise BadRecord("a TXT value must be 1 to 4096 bytes")
-            self._txt.setdefault(key, {})[msg.value] = now
+            self._make_room(key, self._txt)
+            values = self._txt.setdefault(key, {})
+            if msg.value not in values and self._txt_values >= MAX_TXT_VALUES:
+                raise BadRecord(f"the record store holds {MAX_TXT_VALUES} TXT values already")
+            self._txt_values -= len(values)
+            values.pop(msg.value, None)
+            values[msg.value] = now  # newest last
+            while len(values) > MAX_TXT_PER_NAME:
+                del values[next(iter(values))]
+            self._txt_values += len(values)
         return key
+
+    def _make_room(self, key: tuple[str, str], table: dict[tuple[str, str], Any]) -> None:
+        if key not in table and len(self._a) + len(self._txt) >= MAX_NAMES:
+            raise BadRecord(f"the record store holds {MAX_NAMES} names already")
 
     def address(self, zone: str, name: str, now: float) -> str | None:
         found = self._a.get((zone, name))
@@ -90,6 +109,7 @@ class RecordStore:
         for key, values in list(self._txt.items()):
             for value in [v for v, written in values.items() if written <= oldest_txt]:
                 del values[value]
+                self._txt_values -= 1
             if not values:
                 del self._txt[key]
 

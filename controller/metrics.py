@@ -91,6 +91,11 @@ class ControllerMetrics:
             "Spawn requests sent again after 'no responders' right after a NATS reconnect",
             registry=r,
         )
+        self.drones_refused = Counter(
+            "plane_controller_drones_refused",
+            "Heartbeats and registrations of new drones ignored: the registry was full",
+            registry=r,
+        )
         self.fenced = Counter(
             "plane_controller_fenced_backends",
             "Backends a drone was told to stop: held as Lost, or placed on another drone",

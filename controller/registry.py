@@ -146,6 +146,7 @@ class DroneRegistry:
         assignment_ttl_secs: float | None = None,
         clusters: Container[str] | None = None,
         rng: random.Random | None = None,
+        max_drones: int = 10_000,
     ) -> None:
         self.fresh_secs = fresh_secs
         self.lost_after_secs = lost_after_secs
@@ -154,6 +155,8 @@ class DroneRegistry:
             fresh_secs if assignment_ttl_secs is None else assignment_ttl_secs
         )
         self._clusters = clusters
+        self.max_drones = max_drones
+        self.refused_drones = 0  # heard, but past `max_drones`: not kept
         self._rng = rng or random.Random()
         self._drones: dict[str, DroneRecord] = {}
         self._queues: dict[str, LoadQueue] = {}
@@ -165,8 +168,15 @@ class DroneRegistry:
     def serves(self, cluster: str) -> bool:
         return self._clusters is None or cluster in self._clusters
 
+    def _full(self, drone: str) -> bool:
+        """No room for a drone not known yet: a flood of made-up IDs stops here."""
+        if drone in self._drones or len(self._drones) < self.max_drones:
+            return False
+        self.refused_drones += 1
+        return True
+
     def register(self, msg: DroneConnectRequest, now: float, wall: datetime) -> list[Change]:
-        if not self.serves(msg.cluster):
+        if not self.serves(msg.cluster) or self._full(msg.drone_id):
             return []
         record, changes = self._heard(msg.drone_id, msg.cluster, now, wall)
         record.ip = msg.ip
@@ -179,7 +189,7 @@ class DroneRegistry:
         return changes
 
     def status(self, msg: DroneStatusMessage, now: float, wall: datetime) -> list[Change]:
-        if not self.serves(msg.cluster):
+        if not self.serves(msg.cluster) or self._full(msg.drone_id):
             return []
         record, changes = self._heard(msg.drone_id, msg.cluster, now, wall)
         if record.state != msg.state and not changes:  # a new drone says DroneJoined only
@@ -220,7 +230,7 @@ class DroneRegistry:
         A restarted controller learns of drones from the stream before it hears
         them; one that never speaks again must not keep its backends live forever.
         """
-        if drone not in self._drones and self.serves(cluster):
+        if drone not in self._drones and self.serves(cluster) and not self._full(drone):
             record = self._drones[drone] = DroneRecord(drone, cluster, now, wall)
             record.heard = False
 

@@ -98,6 +98,7 @@ class Controller:
             forget_after_secs=settings.forget_lost_after_secs,
             clusters=frozenset(clusters) if clusters else None,
             rng=rng,
+            max_drones=settings.max_drones,
         )
         self.index = BackendIndex(lost_hold=timedelta(seconds=settings.forget_lost_after_secs))
         self.records = RecordStore(
@@ -394,6 +395,7 @@ class Controller:
         interval = min(1.0, self.settings.heartbeat_secs / 2)
         retention = timedelta(seconds=self.settings.status_max_age_secs)
         last_prune = time.monotonic()
+        refused_seen = 0
         while True:
             now = time.monotonic()
             wall = utc_now()
@@ -409,6 +411,15 @@ class Controller:
                 last_prune = now
                 self.index.prune(wall, retention)
             self.metrics.set_drones(self.registry.count_by_state())
+            refused = self.registry.refused_drones - refused_seen
+            if refused:
+                refused_seen += refused
+                self.metrics.drones_refused.inc(refused)
+                log.warning(
+                    "%d message(s) from new drones ignored: the registry holds %d (max_drones)",
+                    refused,
+                    len(self.registry),
+                )
             self.metrics.set_backends(self.index.count_by_state())
             await asyncio.sleep(interval)
 

@@ -31,6 +31,7 @@ MAX_VOLUME_MOUNTS = 16
 MAX_SECRET_LENGTH = 4096  # registry passwords, bearer tokens
 MAX_SHORT_TEXT = 256  # user names, versions, DNS values
 MAX_LOG_TEXT = 64 * 1024
+MAX_DNS_VALUE = 4096  # a TXT value, served as strings of 255
 MAX_RUNNING_BACKENDS = 1_000_000
 MAX_LISTED_BACKENDS = 10_000  # backends named in one heartbeat or fence
 
@@ -346,7 +347,7 @@ class SetDnsRecord(Message, kw_only=True):
     cluster: WireCluster
     kind: DnsRecordKind
     name: ShortText
-    value: ShortText
+    value: Annotated[str, msgspec.Meta(max_length=MAX_DNS_VALUE)]
 
 
 class SetAcmeDnsRecord(Message, kw_only=True):

@@ -12,6 +12,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from controller import dnsrecords
 from controller.dnsanswer import Result, Soa, answer_packet
 from controller.dnsrecords import BadRecord, RecordStore, relative_name, zone_of
 from controller.dnsview import ZoneView
@@ -194,3 +195,25 @@ def test_record_names_and_values_are_checked() -> None:
     store = RecordStore(a_expiry_secs=1, txt_expiry_secs=1)
     with pytest.raises(BadRecord):
         store.put(SetDnsRecord(cluster=C, kind=DnsRecordKind.A, name="x", value="not-ip"), 0)
+
+
+def test_the_record_store_is_bounded_in_names_and_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dnsrecords, "MAX_NAMES", 3)
+    store = RecordStore(a_expiry_secs=120, txt_expiry_secs=600)
+    for n in range(3):
+        store.put(SetDnsRecord(cluster=C, kind=DnsRecordKind.A, name=f"n{n}", value="10.0.0.1"), 0)
+    with pytest.raises(BadRecord, match="holds 3 names"):
+        store.put(SetDnsRecord(cluster=C, kind=DnsRecordKind.A, name="n9", value="10.0.0.1"), 0)
+    # A name it holds is still written.
+    store.put(SetDnsRecord(cluster=C, kind=DnsRecordKind.A, name="n0", value="10.0.0.2"), 1)
+    assert store.address(zone_of(C), "n0", 1) == "10.0.0.2"
+
+    monkeypatch.setattr(dnsrecords, "MAX_NAMES", 100)
+    for n in range(dnsrecords.MAX_TXT_PER_NAME + 4):
+        txt = SetDnsRecord(cluster=C, kind=DnsRecordKind.TXT, name="_acme-challenge", value=f"v{n}")
+        store.put(txt, float(n))
+    texts = store.texts(zone_of(C), "_acme-challenge", 30.0)
+    assert len(texts) == dnsrecords.MAX_TXT_PER_NAME
+    assert texts[-1] == f"v{dnsrecords.MAX_TXT_PER_NAME + 3}"  # the newest kept

@@ -219,3 +219,18 @@ def test_the_ip_comes_from_registration_or_the_status() -> None:
     reg.status(DroneStatusMessage(drone_id="a", cluster=C, ready=True, ip="192.0.2.2"), 1.0, WALL)
     assert reg.ip_of("a") == "192.0.2.2"
     assert reg.count_by_state()[DroneState.READY] == 1
+
+
+def test_the_registry_keeps_at_most_max_drones() -> None:
+    registry = DroneRegistry(fresh_secs=3, lost_after_secs=30, forget_after_secs=3600, max_drones=2)
+    for drone in ("a", "b", "c"):
+        registry.status(
+            DroneStatusMessage(drone_id=drone, cluster="plane.test", ready=True), 0.0, utc_now()
+        )
+    assert sorted(r.drone_id for r in registry.drones("plane.test", 0.0)) == ["a", "b"]
+    assert registry.refused_drones == 1
+    # Those it knows are still heard.
+    registry.status(
+        DroneStatusMessage(drone_id="a", cluster="plane.test", ready=False), 1.0, utc_now()
+    )
+    assert registry.refused_drones == 1
