@@ -400,13 +400,14 @@ class Agent:
                 continue
             if fence.since is not None and runner.identity.began >= fence.since:
                 continue
-            self.metrics.fenced.inc()
-            log.warning(
-                "stopping at once: %s",
-                fence.reason or "the controllers hold this backend as ended",
-                extra={"backend": fence.backend, "drone": self.drone_id},
-            )
-            runner.post(Fenced(fence.reason or "fenced by the controllers"))
+            reason = fence.reason or "the controllers hold this backend as ended"
+            if runner.post_once(Fenced(reason)):
+                self.metrics.fenced.inc()
+                log.warning(
+                    "stopping at once: %s",
+                    reason,
+                    extra={"backend": fence.backend, "drone": self.drone_id},
+                )
 
     async def _launch(self, runner: BackendRunner) -> None:
         backend_id = runner.backend_id
@@ -611,7 +612,7 @@ class Agent:
                     continue
                 idle_since = activity.idle_since(runner.backend_id)
                 if sweep_due(now, idle_since, runner.identity.max_idle_secs):
-                    runner.post_swept_once(IdleSwept())
+                    runner.post_once(IdleSwept())
                 elif idle_since is not None:
                     due_times.append(idle_since + runner.identity.max_idle_secs)
             delay = next_sweep_delay(now, due_times, self.settings.agent.sweep_interval_secs)

@@ -131,7 +131,7 @@ class BackendRunner:
         self._op_step: Step | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._started_at: float | None = None  # set by a start of ours, not by adoption
-        self._swept_posted = False
+        self._posted_once: set[type] = set()
 
     @property
     def backend_id(self) -> str:
@@ -147,11 +147,15 @@ class BackendRunner:
     def post(self, event: Event) -> None:
         self._events.put_nowait(event)
 
-    def post_swept_once(self, event: Event) -> None:
-        """The sweeper calls this on every pass; one sweep request is enough."""
-        if not self._swept_posted:
-            self._swept_posted = True
-            self.post(event)
+    def post_once(self, event: Event) -> bool:
+        """Post an event of this kind once in the backend's life (sweeps and fences come
+        again and again until the machine acts on the first); True if posted now."""
+        kind = type(event)
+        if kind in self._posted_once:
+            return False
+        self._posted_once.add(kind)
+        self.post(event)
+        return True
 
     # --- the loop --------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import aiodocker
 import msgspec
@@ -15,6 +16,7 @@ from shared.protocol import (
     PullPolicy,
     ResourceLimits,
     UsernamePasswordCredentials,
+    utc_now,
 )
 from tests.drone.conftest import (
     ControllerSim,
@@ -245,3 +247,26 @@ async def test_pulls_that_never_end_hold_up_no_backend_whose_image_is_here(
         assert all(sim.history(r.backend_id) == [BackendState.LOADING] for r in hanging)
     finally:
         await registry.stop()
+
+
+async def test_a_spawn_read_after_its_deadline_starts_nothing(
+    make_drone: MakeDrone,
+    sim: ControllerSim,
+    nc: NatsClient,
+    docker: aiodocker.Docker,
+    testbackend_image: str,
+) -> None:
+    drone = await make_drone()
+    late = spawn_request(drone, testbackend_image)
+    late.deadline = utc_now() - timedelta(seconds=3)  # the controller gave up on it
+    assert await spawn(nc, late) is False
+    timely = spawn_request(drone, testbackend_image)
+    timely.deadline = utc_now() + timedelta(seconds=10)
+    assert await spawn(nc, timely) is True
+    await sim.wait_state(timely.backend_id, R)
+    assert late.backend_id not in sim.states
+    assert await containers_of(docker, late.backend_id) == []
+    stale = drone.registry.get_sample_value(
+        "plane_drone_spawn_requests_total", {"outcome": "stale"}
+    )
+    assert stale == 1

@@ -52,7 +52,8 @@ TAIL_LINES = 40
 HEARTBEAT_SECS = "1"
 
 T = TypeVar("T")
-MakeCluster = Callable[[int], Awaitable["Cluster"]]  # the fixture: start one with N drones
+# The fixture: start one with N drones (options: controller_env, drone_env).
+MakeCluster = Callable[..., Awaitable["Cluster"]]
 
 _DRONE_READY = re.compile(r"drone (\S+) ready: ")
 
@@ -158,6 +159,18 @@ class Drone:
     metrics_port: int
     state_dir: Path
     drone_id: str = ""
+    frozen: bool = False  # stopped with SIGSTOP: alive, but deaf and silent
+
+    def freeze(self) -> None:
+        """SIGSTOP: the host hangs (or falls off the network) with everything still running."""
+        assert self.daemon.proc is not None and self.daemon.running
+        self.daemon.proc.send_signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        assert self.daemon.proc is not None
+        self.daemon.proc.send_signal(signal.SIGCONT)
+        self.frozen = False
 
 
 async def until(
@@ -185,27 +198,54 @@ class Cluster:
     first drone's proxy port: the URLs the `plane` CLI prints then lead there.
     """
 
-    def __init__(self, workdir: Path, nats: NatsServer, test_id: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        nats: NatsServer,
+        test_id: str,
+        *,
+        controller_env: Mapping[str, str] | None = None,
+        drone_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.nats = nats
         self.test_id = test_id
         self.first_proxy_port = free_port()
         self.domain = f"e2e-{uuid.uuid4().hex[:8]}.localhost"
         self.name = f"{self.domain}:{self.first_proxy_port}"
-        controller = [
-            str(BIN / "plane-controller"),
-            "--nats", nats.url,
-            "--cluster", self.name,
-            "--metrics-listen", f"127.0.0.1:{free_port()}",
-        ]  # fmt: skip
-        self.controller = Daemon(
-            "controller",
-            controller,
-            {"PLANE_HEARTBEAT_SECS": HEARTBEAT_SECS},
-            workdir / "controller.log",
-        )
+        self.controller_env = {"PLANE_HEARTBEAT_SECS": HEARTBEAT_SECS, **(controller_env or {})}
+        self.drone_env = dict(drone_env or {})
+        self.controllers: list[Daemon] = []
+        self.controller_metrics: dict[str, int] = {}  # daemon name → its metrics port
+        self._new_controller()
         self.drones: list[Drone] = []
         self._plane: PlaneClient | None = None
+
+    @property
+    def controller(self) -> Daemon:
+        """The first controller (most clusters have only one)."""
+        return self.controllers[0]
+
+    def _new_controller(self) -> Daemon:
+        name = "controller" if not self.controllers else f"controller{len(self.controllers) + 1}"
+        port = free_port()
+        argv = [
+            str(BIN / "plane-controller"),
+            "--nats", self.nats.url,
+            "--cluster", self.name,
+            "--metrics-listen", f"127.0.0.1:{port}",
+        ]  # fmt: skip
+        daemon = Daemon(name, argv, self.controller_env, self.workdir / f"{name}.log")
+        self.controllers.append(daemon)
+        self.controller_metrics[name] = port
+        return daemon
+
+    async def add_controller(self) -> Daemon:
+        """Another controller for the same cluster, started and answering."""
+        daemon = self._new_controller()
+        await daemon.start()
+        await daemon.wait_output("controller ready")
+        return daemon
 
     # --- the client side ---------------------------------------------------------------
 
@@ -215,7 +255,7 @@ class Cluster:
         return self._plane
 
     def daemons(self) -> list[Daemon]:
-        return [self.controller, *(d.daemon for d in self.drones)]
+        return [*self.controllers, *(d.daemon for d in self.drones)]
 
     def host(self, backend_id: str) -> str:
         """The Host a browser sends for a backend (the cluster name carries the port)."""
@@ -242,7 +282,7 @@ class Cluster:
 
         await until("the controller to answer", START_TIMEOUT_SECS, answers, self.controller)
 
-    async def add_drone(self) -> Drone:
+    async def add_drone(self, docker_host: str | None = None) -> Drone:
         index = len(self.drones)
         name = f"drone{index + 1}"
         proxy_port = self.first_proxy_port if index == 0 else free_port()
@@ -262,7 +302,10 @@ class Cluster:
             "PLANE_DOCKER__EXTRA_LABELS": msgspec.json.encode({TEST_LABEL: self.test_id}).decode(),
             "PLANE_AGENT__TERMINATE_ON_SHUTDOWN": "true",
             "PLANE_AGENT__HEARTBEAT_SECS": HEARTBEAT_SECS,
+            **self.drone_env,
         }
+        if docker_host is not None:
+            env["PLANE_DOCKER__SOCKET"] = docker_host.removeprefix("unix://")
         daemon = Daemon(name, argv, env, self.workdir / f"{name}.log")
         drone = Drone(daemon, proxy_port, metrics_port, state_dir)
         self.drones.append(drone)
@@ -292,20 +335,26 @@ class Cluster:
 
         await until(f"{daemon.name}'s proxy", START_TIMEOUT_SECS, proxy_answers, daemon)
 
-    async def wait_drone_ready(self, drone: Drone, timeout: float = START_TIMEOUT_SECS) -> None:
-        """Until the controller lists the drone as taking backends."""
+    async def wait_drone_ready(
+        self, drone: Drone, timeout: float = START_TIMEOUT_SECS, *, ready: bool = True
+    ) -> None:
+        """Until the controller lists the drone as taking backends (or, `ready=False`, not)."""
 
         async def listed_ready() -> bool | None:
             with contextlib.suppress(PlaneError):
                 listed = await self.plane.drones()
-                if any(d.drone_id == drone.drone_id and d.ready for d in listed):
+                if any(d.drone_id == drone.drone_id and d.ready is ready for d in listed):
                     return True
             return None
 
-        await until(f"{drone.drone_id} listed as ready", timeout, listed_ready, *self.daemons())
+        what = f"{drone.drone_id} listed as {'ready' if ready else 'not ready'}"
+        await until(what, timeout, listed_ready, *self.daemons())
 
-    async def restart_controller(self) -> None:
-        await self.controller.start()
+    async def restart_controller(self, daemon: Daemon | None = None) -> None:
+        """Start a controller again (the first by default); returns once it says it is ready."""
+        daemon = daemon or self.controller
+        await daemon.start()
+        await daemon.wait_output("controller ready")
         await self.wait_controller()
 
     async def stop(self) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
+from typing import Any
 
 import aiodocker
 import pytest
@@ -55,8 +56,8 @@ async def make_cluster(
     started: list[Cluster] = []
     request.node.stash[CLUSTERS] = started
 
-    async def make(drones: int) -> Cluster:
-        cluster = Cluster(tmp_path, nats_server, test_id)
+    async def make(drones: int, **options: Any) -> Cluster:
+        cluster = Cluster(tmp_path, nats_server, test_id, **options)
         started.append(cluster)
         return await cluster.start(drones)
 

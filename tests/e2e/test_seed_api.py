@@ -18,6 +18,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
+from shared.client import InvalidRequest
 from tests.e2e.cluster import IMAGE, Cluster, connect_websocket
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,3 +86,13 @@ async def test_seed_request_runs_a_backend_until_it_is_swept(
         assert gone.status_code == 404
     finally:
         await nc.close()
+
+
+async def test_a_mount_that_no_drone_allows_is_answered_invalid_not_no_drone(
+    cluster: Cluster,
+) -> None:
+    with pytest.raises(InvalidRequest, match="volume mounts are not allowed on this drone"):
+        await cluster.plane.schedule(
+            image=IMAGE, volume_mounts=[{"Type": "tmpfs", "Target": "/data"}]
+        )
+    assert (await cluster.plane.schedule(image=IMAGE)).backend_id  # and it serves the next

@@ -116,6 +116,19 @@ class NatsServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drain
 
+    async def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye to clients, as when its machine loses power."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def start_again(self) -> None:
+        """Start again after `kill` or `stop`, on the same port and store."""
+        fresh = await NatsServer.start(self.store, self.port, log=self.log)
+        if self._drain is not None:
+            self._drain.cancel()
+        self.proc, self._drain = fresh.proc, fresh._drain
+
     async def restart(self) -> None:
         """Stop (if still running) and start again on the same port and store (clients
         reconnect)."""
