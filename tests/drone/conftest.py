@@ -71,7 +71,7 @@ class Changes:
 
 
 class ControllerSim:
-    """Records backend states (answering `null`), heartbeats and registrations."""
+    """Records backend states (answering `null`, resends once), heartbeats and registrations."""
 
     def __init__(self, nc: bus.NatsClient) -> None:
         self.nc = nc
@@ -111,6 +111,11 @@ class ControllerSim:
             await endpoint.stop(timeout=1)
 
     async def _on_update(self, msg: UpdateBackendStateMessage, subject: str) -> None:
+        # A resend of an update already taken (its acknowledgement was lost, say, to a
+        # NATS restart) is acknowledged and not recorded again, as the controller does.
+        if any((u.backend, u.state, u.time) == (msg.backend, msg.state, msg.time)
+               for u in self.updates):  # fmt: skip
+            return None
         self.updates.append(msg)
         self.states.setdefault(msg.backend, []).append(msg.state)
         self.changes.notify()

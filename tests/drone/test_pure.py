@@ -257,6 +257,10 @@ def test_settings_check_names_the_bad_key() -> None:
         (aiohttp.ClientConnectionError("reset"), DockerUnavailable),
         (TimeoutError(), DockerUnavailable),
         (ValueError("no registry"), DockerFailure),
+        # A URL built from one request's values says nothing about the engine.
+        (aiohttp.InvalidURL("/images//etc/passwd/json"), DockerFailure),
+        (aiohttp.ClientPayloadError("cut short"), DockerFailure),
+        (aiohttp.ClientOSError(104, "reset by peer"), DockerUnavailable),
     ],
 )
 def test_docker_errors_become_the_runtimes_own(raised: BaseException, kind: type) -> None:

@@ -270,3 +270,22 @@ async def test_a_spawn_read_after_its_deadline_starts_nothing(
         "plane_drone_spawn_requests_total", {"outcome": "stale"}
     )
     assert stale == 1
+
+
+async def test_a_request_the_engine_refuses_ends_that_backend_and_no_other(
+    make_drone: MakeDrone, sim: ControllerSim, nc: NatsClient, testbackend_image: str
+) -> None:
+    drone = await make_drone()
+    # Docker refuses memory limits under 6 MB when the container is created.
+    refused = spawn_request(
+        drone, testbackend_image, resource_limits=ResourceLimits(memory_limit_bytes=1)
+    )
+    assert await spawn(nc, refused) is True
+    assert await sim.wait_terminal(refused.backend_id) is BackendState.ERROR_LOADING
+    mark = len(sim.statuses)
+    status = await sim.wait_status(drone.drone_id, lambda s: True, after=mark)
+    assert status.ready, "one request's error is not the engine's"
+    assert drone.registry.get_sample_value("plane_drone_docker_available") == 1
+    fine = spawn_request(drone, testbackend_image)
+    assert await spawn(nc, fine) is True
+    await sim.wait_state(fine.backend_id, R)

@@ -130,9 +130,23 @@ async def disagreements(cluster: Cluster, dockers: Iterable[aiodocker.Docker]) -
 
 
 async def wait_agreement(
-    cluster: Cluster, dockers: Iterable[aiodocker.Docker], within: float
+    cluster: Cluster, dockers: Iterable[aiodocker.Docker], within: float, load: Load | None = None
 ) -> float:
-    """Until every part tells the same story; how long that took. Fails after `within`."""
+    """Until every part tells the same story; how long that took. Fails after `within`.
+
+    With `load`, its scheduling pauses meanwhile (a backend half-way to Ready is a
+    story still being told) and resumes afterwards.
+    """
+    if load is not None:
+        await load.settle()
+    try:
+        return await _agreement(cluster, dockers, within)
+    finally:
+        if load is not None:
+            load.resume()
+
+
+async def _agreement(cluster: Cluster, dockers: Iterable[aiodocker.Docker], within: float) -> float:
     started = time.monotonic()
     dockers = list(dockers)
     while True:
@@ -153,9 +167,11 @@ class Load:
         self.probe_secs = probe_secs
         self.phase = "before"
         self.schedules: Counter[tuple[str, str]] = Counter()  # (phase, outcome)
-        self.probes: Counter[tuple[str, str]] = Counter()
+        self.probes: Counter[tuple[str, str, str]] = Counter()  # (phase, drone, outcome)
         self.ready: dict[str, str] = {}  # backend → drone, once Ready
         self.placed: dict[str, str] = {}  # every backend scheduled → its drone
+        self.scheduling = asyncio.Event()  # cleared: no new schedules (probes go on)
+        self.scheduling.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._waits: set[asyncio.Task[None]] = set()
 
@@ -173,11 +189,31 @@ class Load:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    def count(self, counter: Counter[tuple[str, str]], phase: str) -> dict[str, int]:
-        return {outcome: n for (p, outcome), n in counter.items() if p == phase}
+    def scheduled(self, phase: str) -> dict[str, int]:
+        """Schedule outcomes in `phase`: {"scheduled": n, "NoDroneAvailable": m, ...}."""
+        return {outcome: n for (p, outcome), n in self.schedules.items() if p == phase}
+
+    def probed(self, phase: str, drone: str | None = None) -> dict[str, int]:
+        """Probe outcomes in `phase` (of the backends of `drone` only, if given)."""
+        counts: Counter[str] = Counter()
+        for (p, d, outcome), n in self.probes.items():
+            if p == phase and drone in (None, d):
+                counts[outcome] += n
+        return dict(counts)
+
+    async def settle(self) -> None:
+        """Stop scheduling and let what was scheduled become Ready: a still moment, so
+        that the parts' stories can be compared (`resume` goes on)."""
+        self.scheduling.clear()
+        if self._waits:
+            await asyncio.wait(set(self._waits), timeout=30)
+
+    def resume(self) -> None:
+        self.scheduling.set()
 
     async def _scheduling(self) -> None:
         while True:
+            await self.scheduling.wait()
             phase = self.phase
             try:
                 scheduled = await self.cluster.plane.schedule(image=IMAGE, max_idle_secs=300)
@@ -193,7 +229,7 @@ class Load:
 
     async def _until_ready(self, backend: str, drone: str) -> None:
         with contextlib.suppress(PlaneError):
-            await self.cluster.plane.wait_for_state(backend, BackendState.READY, timeout=60)
+            await self.cluster.plane.wait_for_state(backend, BackendState.READY, timeout=30)
             self.ready[backend] = drone
 
     def drone(self, drone_id: str) -> Drone | None:
@@ -211,5 +247,5 @@ class Load:
                     outcome = "ok" if page.status_code == 200 else f"http {page.status_code}"
                 except httpx.HTTPError as exc:
                     outcome = type(exc).__name__
-                self.probes[(phase, outcome)] += 1
+                self.probes[(phase, drone_id, outcome)] += 1
             await asyncio.sleep(self.probe_secs)

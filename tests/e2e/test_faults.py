@@ -9,6 +9,7 @@ container runs that the stream does not hold as live.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 
 import aiodocker
@@ -72,15 +73,15 @@ async def test_a_controller_killed_under_load_is_not_missed_and_comes_back_whole
     await cluster.controller.kill()
     await until_counted(
         "5 schedules with one controller",
-        lambda: sum(load.count(load.schedules, "one controller").values()) >= 5,
+        lambda: sum(load.scheduled("one controller").values()) >= 5,
     )
     load.phase = "both"
     await cluster.restart_controller()
-    took = await wait_agreement(cluster, [docker], AGREE_WITHIN_SECS)
+    took = await wait_agreement(cluster, [docker], AGREE_WITHIN_SECS, load)
 
     print(f"agreement {took:.2f}s after the restart; load {dict(load.schedules)}")
-    assert load.count(load.schedules, "one controller") == {"scheduled": 5}
-    assert set(load.count(load.probes, "one controller")) == {"ok"}
+    assert load.scheduled("one controller") == {"scheduled": 5}
+    assert set(load.probed("one controller")) == {"ok"}
 
 
 async def test_a_drone_killed_under_load_adopts_everything_when_it_returns(
@@ -97,11 +98,11 @@ async def test_a_drone_killed_under_load_adopts_everything_when_it_returns(
     await victim.daemon.kill()
     await until_counted(
         "3 schedules while the drone is down",
-        lambda: sum(load.count(load.schedules, "drone down").values()) >= 3,
+        lambda: sum(load.scheduled("drone down").values()) >= 3,
     )
     load.phase = "back"
     await cluster.start_drone(victim)
-    took = await wait_agreement(cluster, [docker], AGREE_WITHIN_SECS)
+    took = await wait_agreement(cluster, [docker], AGREE_WITHIN_SECS, load)
 
     after = await stored_last_states(cluster)
     assert {b: after[b].state for b in its_backends} == dict.fromkeys(
@@ -112,10 +113,8 @@ async def test_a_drone_killed_under_load_adopts_everything_when_it_returns(
         assert (await cluster.get(victim, backend)).status_code == 200
     print(f"agreement {took:.2f}s after the restart; load {dict(load.schedules)}")
     # Placement went on, on the drone that stayed.
-    assert load.count(load.schedules, "drone down") == {
-        "scheduled": sum(load.count(load.schedules, "drone down").values())
-    }
-    assert set(load.count(load.probes, "drone down")) == {"ok"}  # the survivor's backends
+    assert set(load.scheduled("drone down")) == {"scheduled"}
+    assert set(load.probed("drone down", survivor.drone_id)) == {"ok"}
     assert survivor.daemon.running
 
 
@@ -130,10 +129,10 @@ async def test_nats_killed_under_load_running_backends_keep_serving_and_nothing_
 
     load.phase = "no NATS"
     await cluster.nats.kill()
-    await until_counted("20 probes without NATS", lambda: load.probes[("no NATS", "ok")] >= 20)
+    await until_counted("20 probes without NATS", lambda: load.probed("no NATS").get("ok", 0) >= 20)
     load.phase = "NATS back"
     await cluster.nats.start_again()
-    took = await wait_agreement(cluster, [docker], 20)
+    took = await wait_agreement(cluster, [docker], 20, load)
     await until_counted(
         "a schedule after NATS is back", lambda: load.schedules[("NATS back", "scheduled")] >= 1
     )
@@ -142,7 +141,7 @@ async def test_nats_killed_under_load_running_backends_keep_serving_and_nothing_
     lost = [b for b, m in before.items() if b not in after or after[b].time < m.time]
     print(f"agreement {took:.2f}s after NATS came back; probes {dict(load.probes)}")
     assert lost == []
-    assert set(load.count(load.probes, "no NATS")) == {"ok"}
+    assert set(load.probed("no NATS")) == {"ok"}
 
 
 async def test_a_drone_frozen_past_the_lost_window_stops_what_was_declared_lost(
@@ -172,10 +171,16 @@ async def test_a_drone_frozen_past_the_lost_window_stops_what_was_declared_lost(
     assert all(running.get(b) == [frozen.drone_id] for b in held), "frozen, still running"
 
     load.phase = "thawed"
+    thawed = time.monotonic()
     frozen.thaw()
-    took = await wait_agreement(cluster, [docker], HEAL_SECS + 5)
-    running = await running_containers([docker], cluster.test_id)
-    assert not set(held) & set(running), "what was declared Lost no longer runs"
+
+    async def stopped() -> bool | None:
+        running = await running_containers([docker], cluster.test_id)
+        return None if set(held) & set(running) else True
+
+    await until("what was declared Lost to stop running", HEAL_SECS + 5, stopped)
+    healed = time.monotonic() - thawed
+    took = await wait_agreement(cluster, [docker], AGREE_WITHIN_SECS, load)
     stored = await stored_last_states(cluster)
     assert all(stored[b].state is BackendState.LOST for b in held), "and no other end is stored"
 
@@ -187,16 +192,17 @@ async def test_a_drone_frozen_past_the_lost_window_stops_what_was_declared_lost(
             return None
 
     await until("the Lost ID to be free again", 10, reused)
-    await wait_agreement(cluster, [docker], AGREE_WITHIN_SECS)
+    await wait_agreement(cluster, [docker], AGREE_WITHIN_SECS, load)
     spawns = await gauge(frozen.metrics_port, "plane_drone_spawn_requests")
     fenced = await gauge(frozen.metrics_port, "plane_drone_backends_fenced")
     print(
-        f"agreement {took:.2f}s after the thaw; {len(held)} declared Lost, {fenced} fenced; "
+        f"Lost backends stopped {healed:.2f}s after the thaw, agreement {took:.2f}s later; "
+        f"{len(held)} declared Lost, {fenced} fenced; "
         f"stale spawns refused: {spawns.get('stale')}; load {dict(load.schedules)}"
     )
     assert fenced == {"": len(held)}
-    assert set(load.count(load.schedules, "frozen")) == {"scheduled"}
-    assert set(load.count(load.probes, "frozen")) == {"ok"}
+    assert set(load.scheduled("frozen")) == {"scheduled"}
+    assert set(load.probed("frozen", other.drone_id)) == {"ok"}
     assert other.daemon.running
 
 
