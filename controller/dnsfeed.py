@@ -29,11 +29,15 @@ class DnsFeed:
         store: JetStream,
         *,
         on_cluster: Callable[[str], None],
+        may_set: Callable[[SetDnsRecord, str], str | None] = lambda record, drone: None,
+        on_refused: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._records = records
         self._store = store
         self._on_cluster = on_cluster
+        self._may_set = may_set
+        self._on_refused = on_refused
         self._clock = clock
 
     def take(self, msg: SetDnsRecord) -> bool:
@@ -48,15 +52,26 @@ class DnsFeed:
         self._on_cluster(msg.cluster)
         return True
 
-    def take_raw(self, data: bytes) -> None:
+    def take_from(self, msg: SetDnsRecord, subject: str) -> bool:
+        """A record from `subject`: one that names a drone is checked against that drone."""
+        drone = subjects.drone_of(subject)
+        if drone is not None:
+            problem = self._may_set(msg, drone)
+            if problem is not None:
+                self._on_refused()
+                log.info("DNS record refused: %s", problem, extra={"drone": drone})
+                return False
+        return self.take(msg)
+
+    def take_raw(self, subject: str, data: bytes) -> None:
         """One message read back from the stream; a bad one is skipped."""
         try:
-            self.take(wire.decode(SetDnsRecord, data))
+            self.take_from(wire.decode(SetDnsRecord, data), subject)
         except wire.InvalidMessage as exc:
             log.debug("unreadable DNS record in the stream: %s", exc)
 
     async def on_record(self, msg: SetDnsRecord, subject: str) -> None:
-        self.take(msg)
+        self.take_from(msg, subject)
 
     async def handle_acme(self, msg: SetAcmeDnsRecord, subject: str) -> bool:
         record = SetDnsRecord(

@@ -23,6 +23,9 @@ from shared import bus, subjects
 log = logging.getLogger(__name__)
 
 DNS_RECORD_SUBJECTS = "cluster.*.dns.*"
+DRONE_DNS_RECORD_SUBJECTS = "cluster.*.drone.*.dns.*"  # (ext) set by the drone the subject names
+DNS_RECORD_READ = "cluster.>"  # every subject of the dns_record stream
+BACKEND_LOG_MAX_PER_SUBJECT = 500
 DNS_RECORD_MAX_AGE_SECS = 60.0
 MSG_ID = "Nats-Msg-Id"
 
@@ -45,7 +48,8 @@ class JetStream:
         self._timeout = timeout
 
     async def ensure_streams(self) -> None:
-        """Create or update `backend_status` (bounded by age and per backend) and `dns_record`."""
+        """Create or update `backend_status` (bounded by age and per backend), `dns_record`
+        and `backend_log`."""
         try:
             async with asyncio.timeout(self._timeout * 2):
                 await bus.ensure_stream(
@@ -58,8 +62,16 @@ class JetStream:
                 await bus.ensure_stream(
                     self._nc,
                     subjects.DNS_RECORD_STREAM,
-                    [DNS_RECORD_SUBJECTS],
+                    [DNS_RECORD_SUBJECTS, DRONE_DNS_RECORD_SUBJECTS],
                     max_age_secs=DNS_RECORD_MAX_AGE_SECS,
+                )
+                # Drones publish their backends' output into it; with least privilege
+                # they may not create streams, so the controllers do.
+                await bus.ensure_stream(
+                    self._nc,
+                    subjects.BACKEND_LOG_STREAM,
+                    [subjects.BACKEND_LOG_STREAM_SUBJECTS],
+                    max_msgs_per_subject=BACKEND_LOG_MAX_PER_SUBJECT,
                 )
         except (nats.errors.Error, TimeoutError) as exc:
             raise StoreError(f"cannot set up JetStream streams: {_describe(exc)}") from None
@@ -101,11 +113,12 @@ class JetStream:
         self,
         stream: str,
         subject: str,
-        on_message: Callable[[bytes], None],
+        on_message: Callable[[str, bytes], None],
         *,
         last_per_subject: bool,
     ) -> int:
-        """Feed every stored message (or the last of each subject) to `on_message`, oldest first.
+        """Feed every stored message (or the last of each subject) to `on_message(subject,
+        data)`, oldest first.
 
         Reads until the consumer reports nothing pending; returns how many were read.
         """
@@ -127,7 +140,7 @@ class JetStream:
                 while True:
                     msg = await sub.next_msg(timeout=self._timeout)
                     count += 1
-                    on_message(msg.data)
+                    on_message(msg.subject, msg.data)
                     if msg.metadata.num_pending == 0:
                         return count
             finally:

@@ -14,6 +14,7 @@ import enum
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from controller.dnsanswer import Result
+from controller.identity import Refusal
 from controller.registry import SpawnOutcome
 from shared.protocol import BackendState, DroneState
 
@@ -91,11 +92,13 @@ class ControllerMetrics:
             "Spawn requests sent again after 'no responders' right after a NATS reconnect",
             registry=r,
         )
-        self.drones_refused = Counter(
-            "plane_controller_drones_refused",
-            "Heartbeats and registrations of new drones ignored: the registry was full",
+        refused = Counter(
+            "plane_controller_refused",
+            "Messages refused for who sent them or what they claim, by reason",
+            ["reason"],
             registry=r,
         )
+        self.refused = {reason: refused.labels(reason.value) for reason in Refusal}
         self.fenced = Counter(
             "plane_controller_fenced_backends",
             "Backends a drone was told to stop: held as Lost, or placed on another drone",

@@ -27,11 +27,12 @@ from __future__ import annotations
 import logging
 import time
 
+from controller import identity
+from controller.identity import Refusal
 from controller.index import BackendIndex, Entry, admits, duplicate
 from controller.jetstream import JetStream, StoreError
 from controller.metrics import ControllerMetrics, RelayOutcome
 from shared import subjects, wire
-from shared.ids import InvalidId, cluster_token
 from shared.protocol import (
     BackendState,
     BackendStateMessage,
@@ -56,9 +57,10 @@ class StateRelay:
     async def handle_update(
         self, msg: UpdateBackendStateMessage, subject: str
     ) -> ScheduleReply | None:
-        problem = _subject_problem(msg, subject)
+        problem = identity.update_subject(msg, subject)
         if problem is not None:
             self._metrics.backend_updates[RelayOutcome.INVALID].inc()
+            self._metrics.refused[Refusal.SUBJECT_MISMATCH].inc()
             log.info("backend update refused: %s", problem, extra={"backend": msg.backend})
             return invalid_request(problem)
         current = self._index.get(msg.backend)
@@ -68,6 +70,8 @@ class StateRelay:
         why = admits(current, msg.state, msg.drone, msg.time)
         if why is not None:
             self._metrics.backend_updates[RelayOutcome.REFUSED].inc()
+            ended = current is not None and current.state.terminal
+            self._metrics.refused[Refusal.ENDED if ended else Refusal.NOT_OWNER].inc()
             log.info(
                 "backend update (%s from %s) not stored: %s",
                 msg.state.value,
@@ -148,13 +152,3 @@ class StateRelay:
 
 def _lost_id(entry: Entry) -> str:
     return f"lost:{entry.backend}:{entry.time.isoformat()}"
-
-
-def _subject_problem(msg: UpdateBackendStateMessage, subject: str) -> str | None:
-    try:
-        cluster = cluster_token(msg.cluster)
-    except InvalidId as exc:
-        return f"cluster: {exc}"
-    if subjects.token_at(subject, 1) != cluster or subjects.token_at(subject, 3) != msg.backend:
-        return f"cluster and backend do not match the subject {subject!r}"
-    return None

@@ -32,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from controller import identity
 from controller.config import ControllerSettings, check, enabled
 from controller.dns import DnsServer
 from controller.dnsanswer import Soa
@@ -39,8 +40,16 @@ from controller.dnsfeed import DnsFeed
 from controller.dnsrecords import RecordStore
 from controller.dnsview import ZoneView
 from controller.fencing import plan as fence_plan
+from controller.identity import Refusal
 from controller.index import BackendIndex
-from controller.jetstream import DNS_RECORD_SUBJECTS, JetStream, StoreError, StreamLimits
+from controller.jetstream import (
+    DNS_RECORD_READ,
+    DNS_RECORD_SUBJECTS,
+    DRONE_DNS_RECORD_SUBJECTS,
+    JetStream,
+    StoreError,
+    StreamLimits,
+)
 from controller.metrics import ControllerMetrics
 from controller.registry import (
     Change,
@@ -151,7 +160,13 @@ class Controller:
         )
         self._store = store
         self.relay = StateRelay(store, self.index, self.metrics)
-        self._dns_feed = DnsFeed(self.records, store, on_cluster=self.zones.note_cluster)
+        self._dns_feed = DnsFeed(
+            self.records,
+            store,
+            on_cluster=self.zones.note_cluster,
+            may_set=self._drone_may_set,
+            on_refused=self.metrics.refused[Refusal.BAD_RECORD].inc,
+        )
         scheduler = Scheduler(
             nc,
             self.registry,
@@ -191,10 +206,15 @@ class Controller:
 
         await feed(subjects.DRONE_STATUS_ALL, DroneStatusMessage, self._on_status)
         await feed(subjects.DRONE_REGISTER, DroneConnectRequest, self._on_register)
+        await feed(subjects.DRONE_REGISTER_ALL, DroneConnectRequest, self._on_register)
         await feed(subjects.BACKEND_STATUS_STREAM_SUBJECTS, BackendStateMessage, self._on_state)
-        for subject in self._per_cluster(
-            lambda c: subjects.dns_record(c, "*"), DNS_RECORD_SUBJECTS
-        ):
+        dns = [
+            *self._per_cluster(lambda c: subjects.dns_record(c, "*"), DNS_RECORD_SUBJECTS),
+            *self._per_cluster(
+                lambda c: subjects.drone_dns_record(c, "*", "*"), DRONE_DNS_RECORD_SUBJECTS
+            ),
+        ]
+        for subject in dns:
             await feed(subject, SetDnsRecord, self._dns_feed.on_record)
 
     async def _subscribe_work(self, nc: bus.NatsClient, scheduler: Scheduler) -> None:
@@ -216,21 +236,32 @@ class Controller:
 
         for subject in self._per_cluster(subjects.schedule, subjects.SCHEDULE_ALL):
             await work(subject, ScheduleRequest, scheduler.handle, scheduler.undecodable)
-        relay = self._per_cluster(
-            lambda c: subjects.update_backend_state(c, "*"), subjects.BACKEND_STATUS_ALL
-        )
+        relay = [
+            *self._per_cluster(
+                lambda c: subjects.update_backend_state(c, "*"), subjects.BACKEND_STATUS_ALL
+            ),
+            *self._per_cluster(
+                lambda c: subjects.drone_update_backend_state(c, "*", "*"),
+                subjects.DRONE_BACKEND_STATUS_ALL,
+            ),
+        ]
         for subject in relay:
             await work(subject, UpdateBackendStateMessage, self.relay.handle_update)
         for subject in self._per_cluster(subjects.list_drones, subjects.LIST_DRONES_ALL):
             await work(subject, ListRequest | None, self._list_drones)
         for subject in self._per_cluster(subjects.list_backends, subjects.LIST_BACKENDS_ALL):
             await work(subject, ListRequest | None, self._list_backends)
-        await work(
+        acme = [
             subjects.ACME_SET_DNS_RECORD,
-            SetAcmeDnsRecord,
-            self._dns_feed.handle_acme,
-            lambda message: False,  # the 0.3 answer is a boolean, whatever went wrong
-        )
+            *self._per_cluster(lambda c: subjects.drone_acme(c, "*"), subjects.DRONE_ACME_ALL),
+        ]
+        for subject in acme:
+            await work(
+                subject,
+                SetAcmeDnsRecord,
+                self._dns_feed.handle_acme,
+                lambda message: False,  # the 0.3 answer is a boolean, whatever went wrong
+            )
 
     def _per_cluster(self, build: Callable[[str], str], wildcard: str) -> list[str]:
         return [build(c) for c in self.clusters] if self.clusters else [wildcard]
@@ -246,7 +277,7 @@ class Controller:
         )
         records = await self._store.read(
             subjects.DNS_RECORD_STREAM,
-            DNS_RECORD_SUBJECTS,
+            DNS_RECORD_READ,
             self._dns_feed.take_raw,
             last_per_subject=False,
         )
@@ -302,7 +333,24 @@ class Controller:
 
     # --- feeds ---------------------------------------------------------------
 
+    def _refused_sender(self, subject: str, drone: str) -> bool:
+        """A heartbeat or registration on another drone's subject: refused, and said so."""
+        problem = identity.claimed_drone(subject, drone)
+        if problem is None:
+            return False
+        self.metrics.refused[Refusal.SUBJECT_MISMATCH].inc()
+        log.warning("refused: %s", problem, extra={"drone": drone})
+        return True
+
+    def _drone_may_set(self, record: SetDnsRecord, drone: str) -> str | None:
+        backend = record.name.lower().rstrip(".").split(".")[0]
+        return identity.dns_record(
+            record, drone, self.index.get(backend), self.registry.ip_of(drone)
+        )
+
     async def _on_status(self, msg: DroneStatusMessage, subject: str) -> None:
+        if self._refused_sender(subject, msg.drone_id):
+            return
         changes = self.registry.status(msg, time.monotonic(), utc_now())
         if changes:
             self.zones.note_cluster(msg.cluster)
@@ -316,6 +364,8 @@ class Controller:
             await asyncio.sleep(0)
 
     async def _on_register(self, msg: DroneConnectRequest, subject: str) -> None:
+        if self._refused_sender(subject, msg.drone_id):
+            return
         changes = self.registry.register(msg, time.monotonic(), utc_now())
         self.zones.note_cluster(msg.cluster)
         log.info("drone registered from %s", msg.ip, extra={"drone": msg.drone_id})
@@ -349,7 +399,7 @@ class Controller:
         assert self._nc is not None, "the controller is not started"
         return self._nc
 
-    def _take_stored_state(self, data: bytes) -> None:
+    def _take_stored_state(self, subject: str, data: bytes) -> None:
         try:
             msg = wire.decode(BackendStateMessage, data)
         except wire.InvalidMessage as exc:
@@ -414,7 +464,7 @@ class Controller:
             refused = self.registry.refused_drones - refused_seen
             if refused:
                 refused_seen += refused
-                self.metrics.drones_refused.inc(refused)
+                self.metrics.refused[Refusal.REGISTRY_FULL].inc(refused)
                 log.warning(
                     "%d message(s) from new drones ignored: the registry holds %d (max_drones)",
                     refused,

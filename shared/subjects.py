@@ -15,6 +15,12 @@ DRONE_REGISTER = "drone.register"
 DRONE_STATUS_ALL = "drone.*.status"
 DNS_ALL = "cluster.*.dns.*"
 ACME_SET_DNS_RECORD = "acme.set_dns_record"
+# (ext) The same, on subjects that name the drone, so that NATS permissions can
+# pin each drone to its own (see docs/AUTH.md).
+DRONE_REGISTER_ALL = "drone.*.register"
+DRONE_BACKEND_STATUS_ALL = "cluster.*.drone.*.backend.*.status"
+DRONE_DNS_ALL = "cluster.*.drone.*.dns.*"
+DRONE_ACME_ALL = "cluster.*.drone.*.acme"
 LIST_DRONES_ALL = "cluster.*.drones"
 LIST_BACKENDS_ALL = "cluster.*.backends"
 
@@ -57,6 +63,36 @@ def drone_fence(drone: str) -> str:
 def update_backend_state(cluster: str, backend: str) -> str:
     """Drone → controller: one backend's new state, acknowledged once stored."""
     return f"cluster.{cluster_token(cluster)}.backend.{backend}.status"
+
+
+def drone_register(drone: str) -> str:
+    """(ext) Drone → controllers: `DroneConnectRequest` on a subject that names the drone."""
+    return f"drone.{drone}.register"
+
+
+def drone_update_backend_state(cluster: str, drone: str, backend: str) -> str:
+    """(ext) `update_backend_state` on a subject that names the reporting drone."""
+    return f"cluster.{cluster_token(cluster)}.drone.{drone}.backend.{backend}.status"
+
+
+def drone_dns_record(cluster: str, drone: str, kind: str) -> str:
+    """(ext) `dns_record` on a subject that names the drone that sets it."""
+    return f"cluster.{cluster_token(cluster)}.drone.{drone}.dns.{kind}"
+
+
+def drone_acme(cluster: str, drone: str) -> str:
+    """(ext) `acme.set_dns_record` on a subject that names the drone."""
+    return f"cluster.{cluster_token(cluster)}.drone.{drone}.acme"
+
+
+def drone_of(subject: str) -> str | None:
+    """The drone an identity-carrying subject names (None: a subject that names none)."""
+    parts = subject.split(".")
+    if len(parts) >= 3 and parts[0] == "drone" and parts[2] in ("status", "register"):
+        return parts[1]
+    if len(parts) >= 5 and parts[0] == "cluster" and parts[2] == "drone":
+        return parts[3]
+    return None
 
 
 def backend_status(backend: str) -> str:

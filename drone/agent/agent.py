@@ -79,7 +79,6 @@ def _version() -> str:
 VERSION = _version()
 TERMINATE_REPLY_WAIT_SECS = 5.0  # a terminate request is answered once the state is decided
 STREAM_TIMEOUT_SECS = 5.0
-LOG_STREAM_MAX_PER_SUBJECT = 500
 HEALTH_CHECK_OPERATIONS = frozenset({"list", "info"})  # the maintenance pass's own calls
 NEVER = datetime.min.replace(tzinfo=UTC)  # the beginning of a life whose start is unknown
 
@@ -185,7 +184,6 @@ class Agent:
 
     async def start(self) -> None:
         """Announce and adopt what runs (routing it again); spawns come with `take_spawns`."""
-        await self.ensure_log_stream()
         await self.announce()
         self._loop("heartbeat", self._heartbeat())
         nc = self._nc
@@ -290,24 +288,11 @@ class Agent:
         message = DroneConnectRequest(
             drone_id=self.drone_id, cluster=self.settings.cluster, ip=self.ip
         )
-        await publish(self._nc, subjects.DRONE_REGISTER, message)
-
-    async def ensure_log_stream(self) -> None:
-        try:
-            async with asyncio.timeout(STREAM_TIMEOUT_SECS):
-                await bus.ensure_stream(
-                    self._nc,
-                    subjects.BACKEND_LOG_STREAM,
-                    [subjects.BACKEND_LOG_STREAM_SUBJECTS],
-                    max_msgs_per_subject=LOG_STREAM_MAX_PER_SUBJECT,
-                )
-        except Exception as exc:  # JetStream errors come in many types; none may stop the drone
-            log.warning("backend_log stream not ensured (will retry on reconnect): %s", exc)
+        await publish(self._nc, subjects.drone_register(self.drone_id), message)
 
     async def on_nats_reconnect(self) -> None:
         await self.announce()
         await self.send_status()
-        self._background_task(self.ensure_log_stream())
 
     async def _heartbeat(self) -> None:
         while True:

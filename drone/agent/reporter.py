@@ -3,7 +3,8 @@
 `report` only appends to the backend's queue and returns: a state machine, the
 proxy or the sweeper never wait for NATS or for a controller. One task per
 backend with pending updates sends them one after another as requests on
-`cluster.{c}.backend.{b}.status`, each retried with growing pauses until a
+`cluster.{c}.drone.{d}.backend.{b}.status` (the subject names the drone, so
+NATS permissions can pin it), each retried with growing pauses until a
 controller acknowledges it with `null` (stored). The update keeps its original
 time across retries, so a controller storing a resent update recognises it.
 An update that a controller refuses for a reason other than "send again" is
@@ -90,7 +91,7 @@ class StatusReporter:
                 self._idle.set()
 
     async def _send_until_stored(self, update: UpdateBackendStateMessage) -> None:
-        subject = subjects.update_backend_state(update.cluster, update.backend)
+        subject = subjects.drone_update_backend_state(update.cluster, update.drone, update.backend)
         pause = FIRST_RETRY_SECS
         attempt = 0
         while True:

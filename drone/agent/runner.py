@@ -322,7 +322,9 @@ class BackendRunner:
         record = SetDnsRecord(
             cluster=self.identity.cluster, kind=DnsRecordKind.A, name=self.backend_id, value=s.ip
         )
-        subject = subjects.dns_record(self.identity.cluster, DnsRecordKind.A.value)
+        subject = subjects.drone_dns_record(
+            self.identity.cluster, s.drone_id, DnsRecordKind.A.value
+        )
         await publish(s.nc, subject, record)
 
     async def _forward_output(self, kind: LogKind) -> None:

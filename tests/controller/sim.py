@@ -81,7 +81,7 @@ class SimDrone:
         )
         if register:
             connect = DroneConnectRequest(drone_id=self.drone_id, cluster=self.cluster, ip=self.ip)
-            await bus.publish(self.nc, subjects.DRONE_REGISTER, connect)
+            await bus.publish(self.nc, subjects.drone_register(self.drone_id), connect)
         await self.beat()
         self.resume_heartbeats()
         return self
@@ -149,7 +149,9 @@ class SimDrone:
             drone=self.drone_id,
         )
         reply = await self.nc.request(
-            subjects.update_backend_state(self.cluster, backend), wire.encode(update), timeout=5
+            subjects.drone_update_backend_state(self.cluster, self.drone_id, backend),
+            wire.encode(update),
+            timeout=5,
         )
         return wire.decode(object, reply.data)
 

@@ -19,6 +19,7 @@ import aiodocker
 import httpx
 import pytest
 
+from controller.jetstream import BACKEND_LOG_MAX_PER_SUBJECT
 from drone.config import AgentSettings, DockerSettings, DroneSettings, ProxySettings
 from drone.service import Drone
 from shared import bus, subjects, wire
@@ -84,9 +85,19 @@ class ControllerSim:
         self._endpoints: list[bus.Endpoint[Any]] = []
 
     async def start(self) -> ControllerSim:
+        # The controllers create the stream the drones' output goes to.
+        await bus.ensure_stream(
+            self.nc,
+            subjects.BACKEND_LOG_STREAM,
+            [subjects.BACKEND_LOG_STREAM_SUBJECTS],
+            max_msgs_per_subject=BACKEND_LOG_MAX_PER_SUBJECT,
+        )
         self._endpoints = [
             await bus.serve(
-                self.nc, subjects.BACKEND_STATUS_ALL, UpdateBackendStateMessage, self._on_update
+                self.nc,
+                subjects.DRONE_BACKEND_STATUS_ALL,
+                UpdateBackendStateMessage,
+                self._on_update,
             ),
             await bus.serve(
                 self.nc,
@@ -97,7 +108,7 @@ class ControllerSim:
             ),
             await bus.serve(
                 self.nc,
-                subjects.DRONE_REGISTER,
+                subjects.DRONE_REGISTER_ALL,
                 DroneConnectRequest,
                 self._on_register,
                 replies=False,

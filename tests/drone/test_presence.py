@@ -131,7 +131,9 @@ async def test_logs_stats_dns_and_metrics_of_a_running_backend(
         await bus.serve(
             nc, subjects.backend_stats(b), BackendStatsMessage, on_stats, replies=False
         ),
-        await bus.serve(nc, subjects.dns_record(CLUSTER, "A"), SetDnsRecord, on_dns, replies=False),
+        await bus.serve(
+            nc, subjects.drone_dns_record(CLUSTER, "*", "A"), SetDnsRecord, on_dns, replies=False
+        ),
     ]
     await settle(nc)
     try:

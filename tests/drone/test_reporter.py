@@ -82,7 +82,9 @@ async def test_a_resend_request_is_retried_and_a_refusal_is_dropped(
             return invalid_request("cluster: does not match the subject")
         return None
 
-    endpoint = await bus.serve(nc, subjects.BACKEND_STATUS_ALL, UpdateBackendStateMessage, answer)
+    endpoint = await bus.serve(
+        nc, subjects.DRONE_BACKEND_STATUS_ALL, UpdateBackendStateMessage, answer
+    )
     await settle(nc)
     try:
         sender.report(update("flaky", BackendState.LOADING))
@@ -112,7 +114,9 @@ async def test_a_stuck_backend_does_not_hold_up_the_others(
         changes.notify()
         return None
 
-    endpoint = await bus.serve(nc, subjects.BACKEND_STATUS_ALL, UpdateBackendStateMessage, answer)
+    endpoint = await bus.serve(
+        nc, subjects.DRONE_BACKEND_STATUS_ALL, UpdateBackendStateMessage, answer
+    )
     await settle(nc)
     try:
         sender.report(update("stuck", BackendState.LOADING))
