@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
+from shared import credentials
 from shared.bus import NatsSettings
 from shared.config import ConfigError, parse_listen
 from shared.ids import is_valid_cluster
@@ -62,6 +63,10 @@ def enabled(listen: str | None) -> str | None:
 
 def check(settings: ControllerSettings) -> None:
     """Refuse settings that would fail later, naming the key; raises `ConfigError`."""
+    try:
+        credentials.check_role(settings.nats.credentials_file, "controller")
+    except credentials.CredentialsError as exc:
+        raise ConfigError(f"nats.credentials_file: {exc}") from None
     for cluster in settings.clusters:
         if not is_valid_cluster(cluster):
             raise ConfigError(f"clusters: {cluster!r} is not a domain name (optionally :port)")

@@ -12,6 +12,7 @@ from typing import Literal
 
 import msgspec
 
+from shared import credentials
 from shared.bus import NatsSettings
 from shared.config import ConfigError, parse_listen
 from shared.ids import DRONE_ID_PATTERN, PATTERN_MEANINGS, is_valid_cluster, is_valid_drone_id
@@ -115,6 +116,15 @@ def proxy_workers(settings: ProxySettings) -> int:
 
 def check(settings: DroneSettings) -> None:
     """Refuse settings that would fail later, naming the key; raises `ConfigError`."""
+    try:
+        found = credentials.check_role(settings.nats.credentials_file, "drone")
+    except credentials.CredentialsError as exc:
+        raise ConfigError(f"nats.credentials_file: {exc}") from None
+    if found is not None and found.drone and settings.drone_id not in (None, found.drone):
+        raise ConfigError(
+            f"drone_id: {settings.drone_id!r}, but nats.credentials_file names drone "
+            f"{found.drone!r} (the credentials decide: leave drone_id unset)"
+        )
     if not is_valid_cluster(settings.cluster):
         raise ConfigError(f"cluster: {settings.cluster!r} is not a domain name (optionally :port)")
     if settings.drone_id is not None and not is_valid_drone_id(settings.drone_id):

@@ -27,7 +27,7 @@ from drone.config import DroneSettings, check, enabled
 from drone.proxy.server import ProxyServer
 from drone.proxy.workers import WorkerOptions
 from drone.routes import ActivityTracker, RouteTable
-from shared import bus, metrics
+from shared import bus, credentials, metrics
 from shared.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Drone:
     def __init__(self, settings: DroneSettings) -> None:
         try:
             check(settings)
-            self.drone_id = statedir.drone_id(Path(settings.state_dir), settings.drone_id)
+            self.drone_id = statedir.drone_id(Path(settings.state_dir), _drone_id(settings))
         except (ConfigError, statedir.StateDirError) as exc:
             raise DroneError(str(exc)) from None
         self.settings = settings
@@ -151,3 +151,11 @@ class Drone:
     async def _on_disconnect(self) -> None:
         if not self._stopping:
             log.warning("NATS connection lost; reconnecting", extra={"drone": self.drone_id})
+
+
+def _drone_id(settings: DroneSettings) -> str | None:
+    """The ID drone credentials name (they are what NATS lets it speak as), else the setting."""
+    found = credentials.check_role(settings.nats.credentials_file, "drone")
+    if found is not None and found.drone:
+        return found.drone
+    return settings.drone_id

@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import StreamConfig
 
-from shared import protocol, wire
+from shared import credentials, protocol, wire
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class NatsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     token: str | None = None
     user: str | None = None
     password: str | None = None
-    credentials_file: str | None = None
+    credentials_file: str | None = None  # `plane auth` credentials, or a NATS JWT .creds file
     nkey_seed_file: str | None = None
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
@@ -108,6 +108,7 @@ async def connect(
     server that refuses twice raises `BusUnavailable` (the CLI says so at once).
     """
     options: dict[str, Any] = {
+        **_credentials_options(settings),
         "servers": settings.servers,
         "name": name,
         "connect_timeout": settings.connect_timeout_secs,
@@ -119,7 +120,6 @@ async def connect(
         "token": settings.token,
         "user": settings.user,
         "password": settings.password,
-        "user_credentials": settings.credentials_file,
         "nkeys_seed": settings.nkey_seed_file,
         "disconnected_cb": on_disconnect,
         "reconnected_cb": on_reconnect,
@@ -147,6 +147,23 @@ async def connect(
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = settings.reconnect_wait_secs
     return nc
+
+
+def _credentials_options(settings: NatsSettings) -> dict[str, Any]:
+    """nats-py's options for `credentials_file`: a Plane NKey file (seed, and the reply
+    inbox its role may use) or a NATS JWT credentials file."""
+    if settings.credentials_file is None:
+        return {}
+    try:
+        found = credentials.read(settings.credentials_file)
+    except credentials.CredentialsError as exc:
+        raise BusUnavailable(str(exc)) from None
+    if found.is_jwt:
+        return {"user_credentials": settings.credentials_file}
+    options: dict[str, Any] = {"nkeys_seed_str": found.seed}
+    if found.inbox:
+        options["inbox_prefix"] = found.inbox
+    return options
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,11 +11,12 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import msgspec
 
-from shared import __version__, config, logs
+from shared import __version__, authconf, config, logs
 from shared.bus import NatsSettings
 from shared.client import (
     BackendFailed,
@@ -207,6 +208,34 @@ async def cmd_backends(plane: PlaneClient, args: argparse.Namespace, out: Output
 
 
 Command = Callable[[PlaneClient, argparse.Namespace, Output], Awaitable[int]]
+OfflineCommand = Callable[[argparse.Namespace, CliSettings, Output], int]
+
+
+def cmd_auth_init(args: argparse.Namespace, settings: CliSettings, out: Output) -> int:
+    written = authconf.init(Path(args.dir), settings.cluster, account=args.account)
+    return _report_written(written, out, args.dir)
+
+
+def cmd_auth_add_drone(args: argparse.Namespace, settings: CliSettings, out: Output) -> int:
+    written = authconf.add_drone(Path(args.dir), args.drone)
+    return _report_written(written, out, args.dir)
+
+
+def cmd_auth_remove_drone(args: argparse.Namespace, settings: CliSettings, out: Output) -> int:
+    written = authconf.remove_drone(Path(args.dir), args.drone)
+    return _report_written(written, out, args.dir)
+
+
+def _report_written(written: list[Path], out: Output, directory: str) -> int:
+    for path in written:
+        out.emit({"written": str(path)}, f"wrote {path}")
+    conf = Path(directory) / authconf.CONF_FILE
+    out.emit(
+        None,
+        f"include {conf.resolve()} from the nats-server configuration, then reload it "
+        "(nats-server --signal reload)",
+    )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,6 +315,25 @@ def build_parser() -> argparse.ArgumentParser:
     drain.add_argument("--cancel", action="store_true", help="take backends again")
     drain.set_defaults(run=cmd_drain)
 
+    auth = sub.add_parser(
+        "auth", help="make NATS users and credentials for each role (no NATS needed)"
+    )
+    auth_sub = auth.add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    init = auth_sub.add_parser(
+        "init", help="a new set-up in DIR for --cluster: controller, client and admin"
+    )
+    init.add_argument("dir")
+    init.add_argument("--account", default=authconf.DEFAULT_ACCOUNT, help="NATS account name")
+    init.set_defaults(offline=cmd_auth_init)
+    add = auth_sub.add_parser("add-drone", help="a drone identity (again: a new key, rotation)")
+    add.add_argument("dir")
+    add.add_argument("drone")
+    add.set_defaults(offline=cmd_auth_add_drone)
+    remove = auth_sub.add_parser("remove-drone", help="retire a drone identity")
+    remove.add_argument("dir")
+    remove.add_argument("drone")
+    remove.set_defaults(offline=cmd_auth_remove_drone)
+
     sub.add_parser("drones", help="list the drones of the cluster").set_defaults(run=cmd_drones)
     sub.add_parser("backends", help="list the backends of the cluster").set_defaults(
         run=cmd_backends
@@ -322,8 +370,11 @@ def main(argv: list[str] | None = None) -> int:
             },
             aliases={"nats": ("nats", "servers")},
         )
+        offline: OfflineCommand | None = getattr(args, "offline", None)
+        if offline is not None:
+            return offline(args, settings, out)
         return asyncio.run(_run(args, settings, out))
-    except (PlaneError, config.ConfigError) as exc:
+    except (PlaneError, config.ConfigError, authconf.AuthError) as exc:
         print(f"plane: {exc}", file=sys.stderr)
         return 1
     except TimeoutError:

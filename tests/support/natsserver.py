@@ -39,12 +39,18 @@ class NatsServer:
     """One nats-server process with JetStream, stopped by `stop()`."""
 
     def __init__(
-        self, proc: asyncio.subprocess.Process, port: int, store: Path, log: Path | None = None
+        self,
+        proc: asyncio.subprocess.Process,
+        port: int,
+        store: Path,
+        log: Path | None = None,
+        config: Path | None = None,
     ) -> None:
         self.proc = proc
         self.port = port
         self.store = store
         self.log = log
+        self.config = config
         self._drain: asyncio.Task[None] | None = None
 
     @property
@@ -53,12 +59,19 @@ class NatsServer:
 
     @classmethod
     async def start(
-        cls, store: Path, port: int = -1, timeout: float = 15.0, log: Path | None = None
+        cls,
+        store: Path,
+        port: int = -1,
+        timeout: float = 15.0,
+        log: Path | None = None,
+        config: Path | None = None,
     ) -> NatsServer:
-        """Start a server; with `log`, its output is appended to that file."""
+        """Start a server; with `log`, its output is appended to that file; with `config`, it
+        reads that configuration file too (the flags here win over it)."""
         store.mkdir(parents=True, exist_ok=True)
         proc = await asyncio.create_subprocess_exec(
             nats_server_binary(),
+            *(["-c", str(config)] if config is not None else []),
             "-a", "127.0.0.1",
             "-p", str(port),
             "-js",
@@ -80,7 +93,7 @@ class NatsServer:
                     seen.append(line)
                     match = _LISTEN_RE.search(line)
                     if match:
-                        server = cls(proc, int(match.group(1)), store, log)
+                        server = cls(proc, int(match.group(1)), store, log, config)
                         break
                 # JetStream is ready once the server says it is ready for connections.
                 while b"Server is ready" not in line:
@@ -124,7 +137,7 @@ class NatsServer:
 
     async def start_again(self) -> None:
         """Start again after `kill` or `stop`, on the same port and store."""
-        fresh = await NatsServer.start(self.store, self.port, log=self.log)
+        fresh = await NatsServer.start(self.store, self.port, log=self.log, config=self.config)
         if self._drain is not None:
             self._drain.cancel()
         self.proc, self._drain = fresh.proc, fresh._drain
@@ -133,5 +146,5 @@ class NatsServer:
         """Stop (if still running) and start again on the same port and store (clients
         reconnect)."""
         await self.stop()
-        fresh = await NatsServer.start(self.store, self.port, log=self.log)
+        fresh = await NatsServer.start(self.store, self.port, log=self.log, config=self.config)
         self.proc, self._drain = fresh.proc, fresh._drain
