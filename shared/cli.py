@@ -232,8 +232,8 @@ def _report_written(written: list[Path], out: Output, directory: str) -> int:
     conf = Path(directory) / authconf.CONF_FILE
     out.emit(
         None,
-        f"include {conf.resolve()} from the nats-server configuration, then reload it "
-        "(nats-server --signal reload)",
+        f"include {conf.resolve()} from the nats-server configuration (nats-server reads the "
+        "path as relative to that file's directory), then reload it (nats-server --signal reload)",
     )
     return 0
 

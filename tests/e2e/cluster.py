@@ -35,6 +35,7 @@ import httpx
 import msgspec
 from websockets.asyncio.client import connect as websocket_connect
 
+from shared.bus import NatsSettings
 from shared.client import PlaneClient, PlaneError
 from shared.protocol import BackendState
 from tests.support.docker import TEST_LABEL, TESTBACKEND_IMAGE
@@ -206,14 +207,22 @@ class Cluster:
         *,
         controller_env: Mapping[str, str] | None = None,
         drone_env: Mapping[str, str] | None = None,
+        auth: Path | None = None,
+        domain: str | None = None,
+        first_proxy_port: int | None = None,
     ) -> None:
+        """`auth`: a `plane auth` directory (with drones `drone1`, `drone2`, ... added): every
+        process then uses its role's credentials."""
         self.workdir = workdir
         self.nats = nats
         self.test_id = test_id
-        self.first_proxy_port = free_port()
-        self.domain = f"e2e-{uuid.uuid4().hex[:8]}.localhost"
+        self.first_proxy_port = first_proxy_port or free_port()
+        self.domain = domain or f"e2e-{uuid.uuid4().hex[:8]}.localhost"
         self.name = f"{self.domain}:{self.first_proxy_port}"
+        self.auth = auth
         self.controller_env = {"PLANE_HEARTBEAT_SECS": HEARTBEAT_SECS, **(controller_env or {})}
+        if auth is not None:
+            self.controller_env["PLANE_NATS__CREDENTIALS_FILE"] = str(auth / "controller.creds")
         self.drone_env = dict(drone_env or {})
         self.controllers: list[Daemon] = []
         self.controller_metrics: dict[str, int] = {}  # daemon name → its metrics port
@@ -254,6 +263,11 @@ class Cluster:
         assert self._plane is not None, "the cluster is not started"
         return self._plane
 
+    def client_settings(self, role: str = "client") -> NatsSettings:
+        """How a user of the cluster reaches NATS (with `role`'s credentials under auth)."""
+        creds = None if self.auth is None else str(self.auth / f"{role}.creds")
+        return NatsSettings(servers=[self.nats.url], credentials_file=creds)
+
     def daemons(self) -> list[Daemon]:
         return [*self.controllers, *(d.daemon for d in self.drones)]
 
@@ -265,7 +279,7 @@ class Cluster:
 
     async def start(self, drones: int = 1) -> Cluster:
         await self.controller.start()
-        self._plane = await PlaneClient.connect(self.nats.url, self.name, scheme="http")
+        self._plane = await PlaneClient.connect(self.client_settings(), self.name, scheme="http")
         await self.wait_controller()
         for _ in range(drones):
             await self.add_drone()
@@ -306,6 +320,8 @@ class Cluster:
         }
         if docker_host is not None:
             env["PLANE_DOCKER__SOCKET"] = docker_host.removeprefix("unix://")
+        if self.auth is not None:
+            env["PLANE_NATS__CREDENTIALS_FILE"] = str(self.auth / f"drone-{name}.creds")
         daemon = Daemon(name, argv, env, self.workdir / f"{name}.log")
         drone = Drone(daemon, proxy_port, metrics_port, state_dir)
         self.drones.append(drone)

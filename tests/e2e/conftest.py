@@ -7,6 +7,7 @@ were saying.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import aiodocker
 import pytest
 
-from tests.e2e.cluster import Cluster, MakeCluster
+from shared import authconf
+from tests.e2e.cluster import Cluster, MakeCluster, free_port
 from tests.support.natsserver import NatsServer
 
 CLUSTERS = pytest.StashKey[list[Cluster]]()
@@ -63,6 +65,50 @@ async def make_cluster(
 
     yield make
     problems = [problem for cluster in started for problem in await cluster.stop()]
+    assert not problems, "; ".join(problems)
+
+
+AUTH_DRONES = 3
+
+
+@pytest.fixture
+async def make_auth_cluster(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    docker: aiodocker.Docker,
+    testbackend_image: str,
+    test_id: str,
+) -> AsyncIterator[MakeCluster]:
+    """As `make_cluster`, on a nats-server that takes `plane auth`'s users only; every
+    process and the test's client use their role's credentials (drones `drone1`...)."""
+    started: list[Cluster] = []
+    request.node.stash[CLUSTERS] = started
+    servers: list[NatsServer] = []
+
+    async def make(drones: int, **options: Any) -> Cluster:
+        assert drones <= AUTH_DRONES and not started, "one cluster per test, up to 3 drones"
+        port = free_port()
+        domain = f"e2e-{uuid.uuid4().hex[:8]}.localhost"
+        auth = tmp_path / "auth"
+        authconf.init(auth, f"{domain}:{port}")
+        for n in range(1, AUTH_DRONES + 1):
+            authconf.add_drone(auth, f"drone{n}")
+        config = tmp_path / "nats-auth-server.conf"
+        config.write_text(f"include auth/{authconf.CONF_FILE}\n")  # relative to this file
+        server = await NatsServer.start(
+            tmp_path / "nats", config=config, log=tmp_path / "nats-server.log"
+        )
+        servers.append(server)
+        cluster = Cluster(
+            tmp_path, server, test_id, auth=auth, domain=domain, first_proxy_port=port, **options
+        )
+        started.append(cluster)
+        return await cluster.start(drones)
+
+    yield make
+    problems = [problem for cluster in started for problem in await cluster.stop()]
+    for server in servers:
+        await server.stop()
     assert not problems, "; ".join(problems)
 
 
