@@ -7,6 +7,10 @@ everything is. The cluster is named `plane.localhost:PORT`: names under
 When the demo backend is swept (no tab open for its max_idle_secs), a new one
 is spawned and its URL printed, so there is always one to open. Ctrl-C, at any
 moment, stops every process and removes every container of this cluster.
+
+`PLANE_LOCAL_AUTH=1 make run` runs it with least privilege on NATS: fresh
+`plane auth` users and credentials under .state/local/auth on every start,
+each process with its role's, and the banner names the client's credentials.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -23,6 +28,8 @@ from typing import NoReturn
 
 import aiodocker
 
+from shared import authconf
+from shared.bus import NatsSettings
 from shared.client import PlaneClient, PlaneError
 from shared.protocol import BackendState, BackendStateMessage
 
@@ -39,6 +46,28 @@ DEMO_IMAGE = os.environ.get("PLANE_LOCAL_DEMO_IMAGE", "plane-demo:latest")
 DEMO_MAX_IDLE_SECS = 60
 CLUSTER = f"plane.localhost:{PROXY_PORT}"
 NATS_URL = f"nats://127.0.0.1:{NATS_PORT}"
+AUTH = STATE / "auth" if os.environ.get("PLANE_LOCAL_AUTH", "") not in ("", "0") else None
+LOCAL_DRONE = "local"
+
+
+def creds(role: str) -> dict[str, str]:
+    """The environment that gives a process `role`'s credentials (none without auth)."""
+    if AUTH is None:
+        return {}
+    name = authconf.creds_name("drone", LOCAL_DRONE) if role == "drone" else f"{role}.creds"
+    return {"PLANE_NATS__CREDENTIALS_FILE": str(AUTH / name)}
+
+
+def make_auth() -> list[str]:
+    """Fresh users and credentials; the nats-server arguments that take them."""
+    if AUTH is None:
+        return []
+    shutil.rmtree(AUTH, ignore_errors=True)
+    authconf.init(AUTH, CLUSTER)
+    authconf.add_drone(AUTH, LOCAL_DRONE)
+    config = STATE / "nats-server.conf"
+    config.write_text(f"include auth/{authconf.CONF_FILE}\n")  # relative to this file
+    return ["-c", str(config)]
 
 
 def port_free(address: str) -> bool:
@@ -173,6 +202,7 @@ async def run(procs: Processes) -> NoReturn:
     await procs.start(
         "nats",
         str(BIN / "nats-server"),
+        *make_auth(),
         "-a", "127.0.0.1", "-p", str(NATS_PORT), "-js", "-sd", str(STATE / "nats"),
     )  # fmt: skip
     await procs.start(
@@ -180,6 +210,7 @@ async def run(procs: Processes) -> NoReturn:
         str(BIN / "plane-controller"),
         *common,
         "--metrics-listen", CONTROLLER_METRICS,
+        env=creds("controller"),
     )  # fmt: skip
     await procs.start(
         "drone",
@@ -192,6 +223,7 @@ async def run(procs: Processes) -> NoReturn:
         env={
             "PLANE_AGENT__TERMINATE_ON_SHUTDOWN": "true",
             "PLANE_DOCKER__EXTRA_LABELS": f'{{"{LABEL}": "1"}}',
+            **creds("drone"),
         },
     )  # fmt: skip
     plane = await connect_when_up(procs)
@@ -237,13 +269,26 @@ async def connect_when_up(procs: Processes) -> PlaneClient:
             if problem:
                 raise RuntimeError(problem)
             try:
-                return await PlaneClient.connect(NATS_URL, CLUSTER, scheme="http", timeout=2)
+                settings = NatsSettings(
+                    servers=[NATS_URL],
+                    credentials_file=creds("client").get("PLANE_NATS__CREDENTIALS_FILE"),
+                )
+                return await PlaneClient.connect(settings, CLUSTER, scheme="http", timeout=2)
             except PlaneError:
                 await asyncio.sleep(0.2)
 
 
 def banner(drone: str, url: str) -> None:
     cli = f"{BIN / 'plane'} --nats {NATS_URL} --cluster {CLUSTER} --url-scheme http"
+    auth = ""
+    if AUTH is not None:
+        client = AUTH / "client.creds"
+        cli += f" --creds {client}"
+        auth = (
+            f"  credentials    client: {client}\n"
+            f"                 admin (drain): {AUTH / 'admin.creds'}\n"
+            "                 (least privilege on NATS: each process has its role's)\n"
+        )
     print(
         f"""
 Plane is running locally.
@@ -257,7 +302,7 @@ Plane is running locally.
   metrics        http://{CONTROLLER_METRICS}/metrics (controller)
                  http://{DRONE_METRICS}/metrics (drone)
   logs           {STATE}/{{nats,controller,drone}}.log
-
+{auth}
 Try next (in another terminal):
   {cli} drones
   {cli} spawn {DEMO_IMAGE} --wait

@@ -133,3 +133,36 @@ async def test_a_drone_sets_dns_records_only_for_its_backends_at_its_address(
 
     await eventually(served, what="the owner's own record")
     assert refused(controller, Refusal.BAD_RECORD) == len(hijacks)
+
+
+async def test_a_drone_speaking_the_0_3_subjects_still_works_with_auth_off(
+    nc: bus.NatsClient, controller: Controller
+) -> None:
+    """Registration, states and DNS records on the subjects that name no drone."""
+    connect = DroneConnectRequest(drone_id="old-drone", cluster=CLUSTER, ip="198.51.100.9")
+    await bus.publish(nc, subjects.DRONE_REGISTER, connect)
+    status = DroneStatusMessage(drone_id="old-drone", cluster=CLUSTER, ready=True)
+    await bus.publish(nc, subjects.drone_status("old-drone"), status)
+    for state in (BackendState.LOADING, BackendState.READY):
+        update = UpdateBackendStateMessage(
+            cluster=CLUSTER, state=state, backend="b-old", time=utc_now(), drone="old-drone"
+        )
+        reply = await bus.request(
+            nc, subjects.update_backend_state(CLUSTER, "b-old"), update, Any, timeout=5
+        )
+        assert reply is None
+    record = SetDnsRecord(cluster=CLUSTER, kind=DnsRecordKind.A, name="b-old", value="198.51.100.9")
+    await bus.publish(nc, subjects.dns_record(CLUSTER, "A"), record)
+
+    async def known() -> bool:
+        return (
+            controller.registry.ip_of("old-drone") == "198.51.100.9"
+            and controller.records.address(zone_of(CLUSTER), "b-old", time.monotonic())
+            == "198.51.100.9"
+        )
+
+    await eventually(known, what="the 0.3 drone's registration and record")
+    assert [m.state for m in await stored(nc, "b-old")] == [
+        BackendState.LOADING,
+        BackendState.READY,
+    ]

@@ -12,12 +12,16 @@ from pathlib import Path
 
 import aiodocker
 import httpx
+import pytest
 
+from shared.bus import NatsSettings
+from shared.client import PlaneClient, Unavailable
 from tests.e2e.cluster import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_LABEL = "dev.plane.local-cluster"
 URL_LINE = re.compile(rb"demo backend\s+(http://\S+)")
+CREDS_LINE = re.compile(rb"credentials\s+client: (\S+)")
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -41,8 +45,9 @@ async def port_open(port: int) -> bool:
     return True
 
 
+@pytest.mark.parametrize("auth", [False, True], ids=["open", "least-privilege"])
 async def test_make_run_serves_the_demo_and_ctrl_c_leaves_nothing(
-    docker: aiodocker.Docker,
+    docker: aiodocker.Docker, auth: bool
 ) -> None:
     nats_port, proxy_port = free_port(), free_port()
     env = {
@@ -51,6 +56,7 @@ async def test_make_run_serves_the_demo_and_ctrl_c_leaves_nothing(
         "PLANE_LOCAL_PROXY_PORT": str(proxy_port),
         "PLANE_LOCAL_CONTROLLER_METRICS": f"127.0.0.1:{free_port()}",
         "PLANE_LOCAL_DRONE_METRICS": f"127.0.0.1:{free_port()}",
+        "PLANE_LOCAL_AUTH": "1" if auth else "",
     }
     proc = await asyncio.create_subprocess_exec(
         "make", "--no-print-directory", "run",
@@ -62,12 +68,13 @@ async def test_make_run_serves_the_demo_and_ctrl_c_leaves_nothing(
     try:
         url = None
         async with asyncio.timeout(240):
-            while url is None:
+            while not seen or b"Press Ctrl-C" not in seen[-1]:  # the whole banner
                 line = await proc.stdout.readline()
-                assert line, "make run ended before printing a URL:\n" + b"".join(seen).decode()
+                assert line, "make run ended before its banner:\n" + b"".join(seen).decode()
                 seen.append(line)
                 if match := URL_LINE.search(line):
                     url = match.group(1).decode()
+        assert url is not None, b"".join(seen).decode()
         host = httpx.URL(url).netloc.decode()
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{proxy_port}") as client:
             page = await client.get("/", headers={"Host": host})
@@ -75,6 +82,8 @@ async def test_make_run_serves_the_demo_and_ctrl_c_leaves_nothing(
         assert "<html" in page.text.lower()
         labelled = await docker.containers.list(filters={"label": [f"{LOCAL_LABEL}=1"]})
         assert labelled, "the demo backend's container is not running"
+        if auth:
+            await the_printed_credentials_work_and_nothing_else_does(seen, nats_port, proxy_port)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
@@ -90,3 +99,18 @@ async def test_make_run_serves_the_demo_and_ctrl_c_leaves_nothing(
     assert processes_mentioning(f"-p {nats_port} ") == [], output  # nats-server
     left = await docker.containers.list(all=True, filters={"label": [f"{LOCAL_LABEL}=1"]})
     assert left == [], output
+
+
+async def the_printed_credentials_work_and_nothing_else_does(
+    banner: list[bytes], nats_port: int, proxy_port: int
+) -> None:
+    match = next((m for line in banner if (m := CREDS_LINE.search(line))), None)
+    assert match is not None, "no client credentials in the banner"
+    client = Path(match.group(1).decode())
+    url = f"nats://127.0.0.1:{nats_port}"
+    cluster = f"plane.localhost:{proxy_port}"
+    with_creds = NatsSettings(servers=[url], credentials_file=str(client))
+    async with await PlaneClient.connect(with_creds, cluster, timeout=5) as plane:
+        assert [(d.drone_id, d.ready) for d in await plane.drones()] == [("local", True)]
+    with pytest.raises(Unavailable):  # without credentials, no entry
+        await PlaneClient.connect(url, cluster, timeout=5)
