@@ -249,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="NATS servers, e.g. nats://user:pass@host:4222 (env PLANE_NATS)",
     )
     parser.add_argument(
-        "--creds", metavar="FILE", help="NATS credentials file (env PLANE_NATS__CREDENTIALS_FILE)"
+        "--creds",
+        metavar="FILE",
+        help="credentials from `plane auth` (or a NATS JWT .creds file); "
+        "env PLANE_NATS__CREDENTIALS_FILE",
     )
     parser.add_argument("--cluster", metavar="NAME", help="cluster name (env PLANE_CLUSTER)")
     parser.add_argument("--config", metavar="FILE", help="TOML settings file (env PLANE_CONFIG)")
