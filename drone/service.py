@@ -43,7 +43,9 @@ class Drone:
     def __init__(self, settings: DroneSettings) -> None:
         try:
             check(settings)
-            self.drone_id = statedir.drone_id(Path(settings.state_dir), _drone_id(settings))
+            self.drone_id = statedir.drone_id(
+                Path(settings.state_dir), configured_drone_id(settings)
+            )
         except (ConfigError, statedir.StateDirError) as exc:
             raise DroneError(str(exc)) from None
         self.settings = settings
@@ -153,7 +155,7 @@ class Drone:
             log.warning("NATS connection lost; reconnecting", extra={"drone": self.drone_id})
 
 
-def _drone_id(settings: DroneSettings) -> str | None:
+def configured_drone_id(settings: DroneSettings) -> str | None:
     """The ID drone credentials name (they are what NATS lets it speak as), else the setting."""
     found = credentials.check_role(settings.nats.credentials_file, "drone")
     if found is not None and found.drone:

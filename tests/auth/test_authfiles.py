@@ -11,8 +11,14 @@ import nats
 import nats.errors
 import pytest
 
+from controller.config import ControllerSettings
+from controller.config import check as check_controller
+from drone.config import DroneSettings
+from drone.config import check as check_drone
+from drone.service import configured_drone_id
 from shared import authconf, credentials, roles
 from shared.bus import NatsSettings, connect
+from shared.config import ConfigError
 from tests.auth.conftest import CLUSTER, AuthSetup
 from tests.support.natsserver import NatsServer
 
@@ -121,3 +127,25 @@ async def wait_for_log(server: NatsServer, text: str) -> None:
             if text in server.log.read_text():
                 return
             await asyncio.sleep(0.05)
+
+
+def test_processes_take_only_credentials_of_their_role_and_a_drone_its_id(
+    tmp_path: Path,
+) -> None:
+
+    authconf.init(tmp_path, CLUSTER)
+    authconf.add_drone(tmp_path, "host-7")
+
+    def nats(name: str) -> NatsSettings:
+        return NatsSettings(credentials_file=str(tmp_path / name))
+
+    drone = DroneSettings(nats=nats("drone-host-7.creds"), cluster=CLUSTER)
+    check_drone(drone)
+    assert configured_drone_id(drone) == "host-7"
+    with pytest.raises(ConfigError, match="names drone 'host-7'"):
+        check_drone(DroneSettings(nats=nats("drone-host-7.creds"), drone_id="other"))
+    with pytest.raises(ConfigError, match="of a client, not of a drone"):
+        check_drone(DroneSettings(nats=nats("client.creds")))
+    check_controller(ControllerSettings(nats=nats("controller.creds")))
+    with pytest.raises(ConfigError, match="of a drone, not of a controller"):
+        check_controller(ControllerSettings(nats=nats("drone-host-7.creds")))
