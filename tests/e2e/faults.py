@@ -236,12 +236,26 @@ class Load:
         return next((d for d in self.cluster.drones if d.drone_id == drone_id), None)
 
     async def _probing(self) -> None:
+        """One prober per Ready backend, so that a probe hanging on a frozen drone holds
+        up no other backend's."""
+        probers: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                for backend, drone_id in list(self.ready.items()):
+                    if backend not in probers:
+                        probers[backend] = asyncio.create_task(self._probe(backend, drone_id))
+                for backend in [b for b in probers if b not in self.ready]:
+                    probers.pop(backend).cancel()
+                await asyncio.sleep(self.probe_secs / 2)
+        finally:
+            for task in probers.values():
+                task.cancel()
+
+    async def _probe(self, backend: str, drone_id: str) -> None:
         while True:
             phase = self.phase
-            for backend, drone_id in list(self.ready.items()):
-                drone = self.drone(drone_id)
-                if drone is None or not drone.daemon.running or drone.frozen:
-                    continue  # a drone the test stopped: its backends cannot answer
+            drone = self.drone(drone_id)
+            if drone is not None and drone.daemon.running and not drone.frozen:
                 try:
                     page = await self.cluster.get(drone, backend)
                     outcome = "ok" if page.status_code == 200 else f"http {page.status_code}"
