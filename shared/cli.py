@@ -22,6 +22,7 @@ from shared.client import (
     BackendFailed,
     PlaneClient,
     PlaneError,
+    Timeout,
     build_request,
 )
 from shared.protocol import BackendState, PullPolicy, ResourceLimits
@@ -108,18 +109,17 @@ async def cmd_spawn(plane: PlaneClient, args: argparse.Namespace, out: Output) -
             out.emit(None, url)
         return 0
     try:
-        async with asyncio.timeout(args.wait_timeout):
-            async for message in plane.watch_states(scheduled.backend_id):
-                out.emit(
-                    {"event": "state", **msgspec.to_builtins(message)},
-                    f"  {message.time:%H:%M:%S.%f}"[:-3] + f"  {message.state.value}",
-                )
-                if message.state is BackendState.READY:
-                    out.emit({"event": "ready", "url": url}, f"ready: {url}")
-                    return 0
-                if message.state.terminal:
-                    raise BackendFailed(message)
-    except TimeoutError:
+        async for message in plane.follow_states(scheduled.backend_id, timeout=args.wait_timeout):
+            out.emit(
+                {"event": "state", **msgspec.to_builtins(message)},
+                f"  {message.time:%H:%M:%S.%f}"[:-3] + f"  {message.state.value}",
+            )
+            if message.state is BackendState.READY:
+                out.emit({"event": "ready", "url": url}, f"ready: {url}")
+                return 0
+            if message.state.terminal:
+                raise BackendFailed(message)
+    except Timeout:
         raise PlaneError(
             f"backend {scheduled.backend_id} not Ready within {args.wait_timeout:g}s"
         ) from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -67,6 +68,13 @@ class Unavailable(PlaneError):
 
 class NotFound(PlaneError):
     pass
+
+
+class _JetStreamAway(Exception):
+    """A JetStream call got no answer: worth another try while there is time."""
+
+
+RETRY_PAUSE_SECS = 0.5
 
 
 class BackendFailed(PlaneError):
@@ -286,18 +294,76 @@ class PlaneClient:
             if message.state.terminal:
                 return
 
+    async def follow_states(
+        self, backend_id: str, *, timeout: float
+    ) -> AsyncIterator[BackendStateMessage]:
+        """Every state of a backend, from the first, until a terminal one, within `timeout`
+        in all (`Timeout` after that).
+
+        JetStream being away for a while (the stream's node restarting, a new leader
+        being elected) is ridden out within the same time: the states are read again,
+        and none is yielded twice. A single JetStream call that times out is not the
+        caller's whole wait.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        subject = subjects.backend_status(backend_id)
+        seen: set[tuple[BackendState, datetime]] = set()
+        while True:
+            try:
+                async for message in self._read_states(subject, deadline):
+                    if (message.state, message.time) in seen:
+                        continue
+                    seen.add((message.state, message.time))
+                    yield message
+                    if message.state.terminal:
+                        return
+            except _JetStreamAway:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(RETRY_PAUSE_SECS, left))
+                continue
+            break
+        raise Timeout(f"no end of the states of backend {backend_id} within {timeout:g}s")
+
+    async def _read_states(self, subject: str, deadline: float) -> AsyncIterator[Any]:
+        """The stored states, then new ones, until `deadline` (then it just ends);
+        `_JetStreamAway` when JetStream does not answer."""
+        loop = asyncio.get_running_loop()
+        try:
+            sub = await self.nc.jetstream().subscribe(
+                subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            )
+        except nats.js.errors.NotFoundError:
+            raise NotFound(f"no stream holds {subject} (is a controller running?)") from None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise _JetStreamAway(str(exc)) from None
+        try:
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    msg = await sub.next_msg(timeout=left)
+                except nats.errors.TimeoutError:
+                    return
+                except nats.errors.Error as exc:
+                    raise _JetStreamAway(str(exc)) from None
+                with contextlib.suppress(wire.InvalidMessage):
+                    yield wire.decode(BackendStateMessage, msg.data)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
     async def wait_for_state(
         self, backend_id: str, state: BackendState = BackendState.READY, timeout: float = 120.0
     ) -> BackendStateMessage:
         """Wait until the backend reaches `state`; `BackendFailed` if it ends first."""
         try:
-            async with asyncio.timeout(timeout):
-                async for message in self.watch_states(backend_id):
-                    if message.state == state:
-                        return message
-                    if message.state.terminal or message.state.rank > state.rank:
-                        raise BackendFailed(message)
-        except TimeoutError:
+            async for message in self.follow_states(backend_id, timeout=timeout):
+                if message.state == state:
+                    return message
+                if message.state.terminal or message.state.rank > state.rank:
+                    raise BackendFailed(message)
+        except Timeout:
             raise Timeout(
                 f"backend {backend_id} did not reach {state.value} in {timeout:g}s"
             ) from None

@@ -65,6 +65,7 @@ class NatsServer:
         timeout: float = 15.0,
         log: Path | None = None,
         config: Path | None = None,
+        jetstream: bool = True,
     ) -> NatsServer:
         """Start a server; with `log`, its output is appended to that file; with `config`, it
         reads that configuration file too (the flags here win over it)."""
@@ -74,8 +75,7 @@ class NatsServer:
             *(["-c", str(config)] if config is not None else []),
             "-a", "127.0.0.1",
             "-p", str(port),
-            "-js",
-            "-sd", str(store),
+            *(["-js", "-sd", str(store)] if jetstream else []),
             "--http_port", "0",
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -95,7 +95,7 @@ class NatsServer:
                     if match:
                         server = cls(proc, int(match.group(1)), store, log, config)
                         break
-                # JetStream is ready once the server says it is ready for connections.
+                # Ready (JetStream too) once the server says it is ready for connections.
                 while b"Server is ready" not in line:
                     line = await proc.stderr.readline()
                     if not line:
