@@ -43,6 +43,9 @@ class ControllerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     shutdown_grace_secs: float = 10.0
     status_max_age_secs: float = 86400.0  # retention of the backend_status stream
     status_max_per_subject: int = 16  # states kept per backend in that stream
+    # Copies of each stream in a NATS cluster; unset: the cluster's size, up to 3.
+    # An operator's higher count on an existing stream is never lowered.
+    stream_replicas: int | None = None
     dns: DnsSettings = msgspec.field(default_factory=DnsSettings)
 
     @property
@@ -87,6 +90,7 @@ def check(settings: ControllerSettings) -> None:
         "spawn_timeout_secs": settings.spawn_timeout_secs,
         "spawn_attempts": settings.spawn_attempts,
         "max_drones": settings.max_drones,
+        "stream_replicas": settings.stream_replicas or 1,
         "nats_timeout_secs": settings.nats_timeout_secs,
         "status_max_age_secs": settings.status_max_age_secs,
         "status_max_per_subject": settings.status_max_per_subject,

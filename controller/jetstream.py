@@ -38,6 +38,10 @@ class StoreError(Exception):
 class StreamLimits:
     status_max_age_secs: float
     status_max_per_subject: int
+    replicas: int | None = None  # None: as many as the NATS cluster has servers, up to 3
+
+
+MAX_DEFAULT_REPLICAS = 3
 
 
 class JetStream:
@@ -49,7 +53,8 @@ class JetStream:
 
     async def ensure_streams(self) -> None:
         """Create or update `backend_status` (bounded by age and per backend), `dns_record`
-        and `backend_log`."""
+        and `backend_log`, each with `replicas` copies (never fewer than they have)."""
+        replicas = self.replicas
         try:
             async with asyncio.timeout(self._timeout * 2):
                 await bus.ensure_stream(
@@ -58,12 +63,14 @@ class JetStream:
                     [subjects.BACKEND_STATUS_STREAM_SUBJECTS],
                     max_msgs_per_subject=self._limits.status_max_per_subject,
                     max_age_secs=self._limits.status_max_age_secs,
+                    replicas=replicas,
                 )
                 await bus.ensure_stream(
                     self._nc,
                     subjects.DNS_RECORD_STREAM,
                     [DNS_RECORD_SUBJECTS, DRONE_DNS_RECORD_SUBJECTS],
                     max_age_secs=DNS_RECORD_MAX_AGE_SECS,
+                    replicas=replicas,
                 )
                 # Drones publish their backends' output into it; with least privilege
                 # they may not create streams, so the controllers do.
@@ -72,9 +79,17 @@ class JetStream:
                     subjects.BACKEND_LOG_STREAM,
                     [subjects.BACKEND_LOG_STREAM_SUBJECTS],
                     max_msgs_per_subject=BACKEND_LOG_MAX_PER_SUBJECT,
+                    replicas=replicas,
                 )
         except (nats.errors.Error, TimeoutError) as exc:
             raise StoreError(f"cannot set up JetStream streams: {_describe(exc)}") from None
+
+    @property
+    def replicas(self) -> int:
+        """The setting, else the NATS cluster's size up to 3 (R1 on a single server)."""
+        if self._limits.replicas is not None:
+            return self._limits.replicas
+        return min(MAX_DEFAULT_REPLICAS, bus.cluster_size(self._nc))
 
     async def publish(
         self, stream: str, subject: str, payload: bytes, msg_id: str | None = None

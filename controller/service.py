@@ -155,7 +155,7 @@ class Controller:
         self.metrics.nats_connected.set(1)
         store = JetStream(
             nc,
-            StreamLimits(s.status_max_age_secs, s.status_max_per_subject),
+            StreamLimits(s.status_max_age_secs, s.status_max_per_subject, s.stream_replicas),
             timeout=s.nats_timeout_secs,
         )
         self._store = store

@@ -14,6 +14,7 @@ import logging
 import math
 import ssl
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, overload
 
@@ -124,6 +125,7 @@ async def connect(
         "disconnected_cb": on_disconnect,
         "reconnected_cb": on_reconnect,
     }
+    options.update(_url_credentials(settings))
     errors = _ErrorLog(quiet=not wait_forever)
     options["error_cb"] = errors.report
     if not wait_forever:
@@ -147,6 +149,26 @@ async def connect(
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = settings.reconnect_wait_secs
     return nc
+
+
+def _url_credentials(settings: NatsSettings) -> dict[str, Any]:
+    """`nats://user:pass@host` (or `nats://token@host`) as connection-wide options.
+
+    nats-py uses a URL's credentials for that server only; the servers it
+    discovers from the cluster would be tried without them, so a daemon given
+    one URL could never fail over. Settings given on their own win.
+    """
+    if settings.user is not None or settings.token is not None:
+        return {}
+    for server in settings.servers:
+        parsed = urllib.parse.urlsplit(server if "://" in server else f"nats://{server}")
+        if parsed.username is None:
+            continue
+        user = urllib.parse.unquote(parsed.username)
+        if parsed.password is None:
+            return {"token": user}
+        return {"user": user, "password": urllib.parse.unquote(parsed.password)}
+    return {}
 
 
 def _credentials_options(settings: NatsSettings) -> dict[str, Any]:
@@ -367,8 +389,14 @@ async def ensure_stream(
     max_msgs_per_subject: int = -1,
     max_age_secs: float = 0,
     max_bytes: int = -1,
-) -> None:
-    """Create a JetStream stream, or bring an existing one to this configuration."""
+    replicas: int = 1,
+) -> int:
+    """Create a JetStream stream, or bring an existing one to this configuration; returns
+    its replica count.
+
+    An existing stream never gets fewer replicas than it has: an operator who
+    raised them (`nats stream edit --replicas 3`) keeps them through every restart.
+    """
     js = nc.jetstream()
     config = StreamConfig(
         name=name,
@@ -376,8 +404,19 @@ async def ensure_stream(
         max_msgs_per_subject=max_msgs_per_subject,
         max_age=max_age_secs,
         max_bytes=max_bytes,
+        num_replicas=replicas,
     )
     try:
         await js.add_stream(config)
+        return replicas
     except nats.js.errors.BadRequestError:
-        await js.update_stream(config)
+        pass
+    existing = (await js.stream_info(name)).config.num_replicas or 1
+    config.num_replicas = max(existing, replicas)
+    await js.update_stream(config)
+    return config.num_replicas
+
+
+def cluster_size(nc: NatsClient) -> int:
+    """How many servers the client knows: those given plus those the cluster told it of."""
+    return max(1, len({(uri.hostname, uri.port) for uri in nc.servers}))

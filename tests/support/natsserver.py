@@ -45,8 +45,10 @@ class NatsServer:
         store: Path,
         log: Path | None = None,
         config: Path | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.proc = proc
+        self.host = host
         self.port = port
         self.store = store
         self.log = log
@@ -55,7 +57,7 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     @classmethod
     async def start(
@@ -66,6 +68,7 @@ class NatsServer:
         log: Path | None = None,
         config: Path | None = None,
         jetstream: bool = True,
+        host: str = "127.0.0.1",
     ) -> NatsServer:
         """Start a server; with `log`, its output is appended to that file; with `config`, it
         reads that configuration file too (the flags here win over it)."""
@@ -73,7 +76,7 @@ class NatsServer:
         proc = await asyncio.create_subprocess_exec(
             nats_server_binary(),
             *(["-c", str(config)] if config is not None else []),
-            "-a", "127.0.0.1",
+            "-a", host,
             "-p", str(port),
             *(["-js", "-sd", str(store)] if jetstream else []),
             "--http_port", "0",
@@ -93,7 +96,7 @@ class NatsServer:
                     seen.append(line)
                     match = _LISTEN_RE.search(line)
                     if match:
-                        server = cls(proc, int(match.group(1)), store, log, config)
+                        server = cls(proc, int(match.group(1)), store, log, config, host)
                         break
                 # Ready (JetStream too) once the server says it is ready for connections.
                 while b"Server is ready" not in line:
@@ -137,7 +140,9 @@ class NatsServer:
 
     async def start_again(self) -> None:
         """Start again after `kill` or `stop`, on the same port and store."""
-        fresh = await NatsServer.start(self.store, self.port, log=self.log, config=self.config)
+        fresh = await NatsServer.start(
+            self.store, self.port, log=self.log, config=self.config, host=self.host
+        )
         if self._drain is not None:
             self._drain.cancel()
         self.proc, self._drain = fresh.proc, fresh._drain
@@ -146,5 +151,7 @@ class NatsServer:
         """Stop (if still running) and start again on the same port and store (clients
         reconnect)."""
         await self.stop()
-        fresh = await NatsServer.start(self.store, self.port, log=self.log, config=self.config)
+        fresh = await NatsServer.start(
+            self.store, self.port, log=self.log, config=self.config, host=self.host
+        )
         self.proc, self._drain = fresh.proc, fresh._drain
