@@ -23,8 +23,9 @@ install: $(VENV)/.installed ## Create .venv with the project installed editable 
 docker: ## Make sure a Docker engine runs (installs Debian's docker.io as root if needed)
 	bash deploy/ensure-docker.sh
 
-tools: ## Install the Debian tools tests use (dig)
-	bash deploy/ensure-packages.sh dig=dnsutils
+tools: ## Install the Debian tools tests use (dig, curl, openssl, ip, nsenter, iptables)
+	bash deploy/ensure-packages.sh dig=dnsutils curl=curl openssl=openssl ip=iproute2 \
+		nsenter=util-linux iptables=iptables
 
 bench-tools: ## Install the load generator and peer used by benchmarks (wrk, nginx)
 	bash deploy/ensure-packages.sh wrk=wrk nginx=nginx-light

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -96,8 +97,9 @@ class Daemon:
 
     async def start(self) -> None:
         assert not self.running, f"{self.name} is already running"
-        if not Path(self.argv[0]).exists():
-            raise ClusterError(f"{self.argv[0]} not found: run `make install`")
+        program = self.argv[self.argv.index("--") + 1] if "--" in self.argv else self.argv[0]
+        if not (Path(program).exists() or shutil.which(program)):
+            raise ClusterError(f"{program} not found: run `make install`")
         self.starts += 1
         with self.log.open("ab") as out:
             out.write(f"==== start {self.starts}: {' '.join(self.argv)}\n".encode())

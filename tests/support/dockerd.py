@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from tests.support.netns import Host
 from tests.support.processes import terminate
 
 START_TIMEOUT_SECS = 60.0
@@ -35,7 +36,9 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 class PrivateDockerd:
-    def __init__(self) -> None:
+    def __init__(self, on: Host | None = None) -> None:
+        """`on`: run it on a simulated host (its bridge in that host's namespace)."""
+        self.on = on
         if os.geteuid() != 0:
             raise DockerdError("a private Docker engine needs root (CI runs the suite as root)")
         if shutil.which("dockerd") is None:
@@ -52,8 +55,12 @@ class PrivateDockerd:
     def host(self) -> str:
         return f"unix://{self.socket}"
 
+    def _ip(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        namespace = ("-n", self.on.namespace) if self.on is not None else ()
+        return _run("ip", *namespace, *argv)
+
     def _make_bridge(self) -> None:
-        taken = _run("ip", "-4", "route").stdout
+        taken = self._ip("-4", "route").stdout
         for _ in range(50):
             third = random.randrange(1, 255)
             if f"{SUBNET_PREFIX}.{third}.0/24" not in taken:
@@ -62,20 +69,22 @@ class PrivateDockerd:
             raise DockerdError(f"no free /24 left in {SUBNET_PREFIX}.0.0/16")
         self.subnet = f"{SUBNET_PREFIX}.{third}.0/24"
         for argv in (
-            ("ip", "link", "add", self.bridge, "type", "bridge"),
-            ("ip", "addr", "add", f"{SUBNET_PREFIX}.{third}.1/24", "dev", self.bridge),
-            ("ip", "link", "set", self.bridge, "up"),
+            ("link", "add", self.bridge, "type", "bridge"),
+            ("addr", "add", f"{SUBNET_PREFIX}.{third}.1/24", "dev", self.bridge),
+            ("link", "set", self.bridge, "up"),
         ):
-            result = _run(*argv)
+            result = self._ip(*argv)
             if result.returncode != 0:
-                raise DockerdError(f"{' '.join(argv)}: {result.stderr.strip()}")
+                raise DockerdError(f"ip {' '.join(argv)}: {result.stderr.strip()}")
 
     async def start(self) -> PrivateDockerd:
         if not self.subnet:
             self._make_bridge()
         out = self.log.open("ab")
         try:
+            prefix = self.on.command() if self.on is not None else []
             self.proc = await asyncio.create_subprocess_exec(
+                *prefix,
                 "dockerd",
                 "--data-root", str(self.base / "data"),
                 "--exec-root", str(self.base / "exec"),
@@ -137,7 +146,7 @@ class PrivateDockerd:
     async def close(self) -> None:
         await self.stop()
         with contextlib.suppress(Exception):
-            _run("ip", "link", "del", self.bridge)
+            self._ip("link", "del", self.bridge)
         # Whatever dockerd left mounted under its roots goes before the files do.
         mounts = [
             line.split()[1]

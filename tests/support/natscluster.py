@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import nats
 import nats.errors
 
 from tests.support.natsserver import NatsServer
+from tests.support.netns import Host
+from tests.support.tlsca import Certificate, TestCA
 
 META_TIMEOUT_SECS = 30.0
 
@@ -37,10 +40,12 @@ class Node:
     port: int
     route_port: int
     server: NatsServer | None = None
+    on: Host | None = None  # the simulated host it runs on (None: this machine)
+    tls: Certificate | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
     @property
     def config(self) -> Path:
@@ -58,21 +63,38 @@ class Node:
 @dataclass
 class NatsCluster:
     nodes: list[Node]
-    extra: str = ""  # configuration every node gets too (authorization, tls, ...)
+    extra: str = ""  # configuration every node gets too (authorization, accounts, ...)
     name: str = "plane-test"
+    ca: TestCA | None = None
     _started: set[str] = field(default_factory=set)
 
     @classmethod
     def plan(
-        cls, directory: Path, size: int = 3, extra: str = "", hosts: list[str] | None = None
+        cls,
+        directory: Path,
+        size: int = 3,
+        extra: str = "",
+        on: list[Host] | None = None,
+        ca: TestCA | None = None,
     ) -> NatsCluster:
+        """`on`: one simulated host per node (fixed ports there); `ca`: TLS for clients."""
         nodes = []
         for index in range(size):
-            host = hosts[index] if hosts else "127.0.0.1"
-            node_dir = directory / f"n{index + 1}"
+            name = f"n{index + 1}"
+            node_dir = directory / name
             node_dir.mkdir(parents=True, exist_ok=True)
-            nodes.append(Node(f"n{index + 1}", node_dir, host, free_port(host), free_port(host)))
-        return cls(nodes, extra)
+            if on is not None:
+                node = Node(name, node_dir, on[index].ip, 4222, 6222, on=on[index])
+            else:
+                node = Node(name, node_dir, "127.0.0.1", free_port(), free_port())
+            nodes.append(node)
+        if ca is not None:
+            # One certificate for the cluster's addresses, as a NATS cluster behind one
+            # name would have: clients check the servers they discover against it too.
+            cert = ca.issue("nats-cluster", *sorted({n.host for n in nodes}))
+            for node in nodes:
+                node.tls = cert
+        return cls(nodes, extra, ca=ca)
 
     @property
     def urls(self) -> list[str]:
@@ -88,7 +110,15 @@ class NatsCluster:
             f"server_name: {node.name}\n"
             f"listen: {node.host}:{node.port}\n"
             f"cluster {{\n  name: {self.name}\n  listen: {node.host}:{node.route_port}\n"
-            f"  routes: [{routes}]\n}}\n" + self.extra
+            f"  routes: [{routes}]\n}}\n" + self._tls(node) + self.extra
+        )
+
+    def _tls(self, node: Node) -> str:
+        if node.tls is None or self.ca is None:
+            return ""
+        return (
+            f'tls {{\n  cert_file: "{node.tls.cert}"\n  key_file: "{node.tls.key}"\n'
+            f'  ca_file: "{self.ca.cert}"\n}}\n'
         )
 
     async def start(self) -> NatsCluster:
@@ -98,7 +128,12 @@ class NatsCluster:
     async def start_node(self, node: Node) -> None:
         self._write_config(node)
         node.server = await NatsServer.start(
-            node.store, node.port, log=node.log, config=node.config, host=node.host
+            node.store,
+            node.port,
+            log=node.log,
+            config=node.config,
+            host=node.host,
+            prefix=node.on.command() if node.on is not None else None,
         )
 
     async def kill_node(self, node: Node) -> None:
@@ -120,6 +155,8 @@ class NatsCluster:
         """Until JetStream answers through every node (the cluster has elected its leader)."""
         async with asyncio.timeout(META_TIMEOUT_SECS):
             for node in self.nodes:
+                if self.ca is not None:
+                    connect.setdefault("tls", ssl.create_default_context(cafile=str(self.ca.cert)))
                 nc = await nats.connect(node.url, allow_reconnect=False, **connect)
                 try:
                     while True:

@@ -46,9 +46,11 @@ class NatsServer:
         log: Path | None = None,
         config: Path | None = None,
         host: str = "127.0.0.1",
+        prefix: list[str] | None = None,
     ) -> None:
         self.proc = proc
         self.host = host
+        self.prefix = prefix
         self.port = port
         self.store = store
         self.log = log
@@ -69,11 +71,13 @@ class NatsServer:
         config: Path | None = None,
         jetstream: bool = True,
         host: str = "127.0.0.1",
+        prefix: list[str] | None = None,
     ) -> NatsServer:
         """Start a server; with `log`, its output is appended to that file; with `config`, it
         reads that configuration file too (the flags here win over it)."""
         store.mkdir(parents=True, exist_ok=True)
         proc = await asyncio.create_subprocess_exec(
+            *(prefix or []),
             nats_server_binary(),
             *(["-c", str(config)] if config is not None else []),
             "-a", host,
@@ -96,7 +100,7 @@ class NatsServer:
                     seen.append(line)
                     match = _LISTEN_RE.search(line)
                     if match:
-                        server = cls(proc, int(match.group(1)), store, log, config, host)
+                        server = cls(proc, int(match.group(1)), store, log, config, host, prefix)
                         break
                 # Ready (JetStream too) once the server says it is ready for connections.
                 while b"Server is ready" not in line:
@@ -141,7 +145,12 @@ class NatsServer:
     async def start_again(self) -> None:
         """Start again after `kill` or `stop`, on the same port and store."""
         fresh = await NatsServer.start(
-            self.store, self.port, log=self.log, config=self.config, host=self.host
+            self.store,
+            self.port,
+            log=self.log,
+            config=self.config,
+            host=self.host,
+            prefix=self.prefix,
         )
         if self._drain is not None:
             self._drain.cancel()
@@ -152,6 +161,11 @@ class NatsServer:
         reconnect)."""
         await self.stop()
         fresh = await NatsServer.start(
-            self.store, self.port, log=self.log, config=self.config, host=self.host
+            self.store,
+            self.port,
+            log=self.log,
+            config=self.config,
+            host=self.host,
+            prefix=self.prefix,
         )
         self.proc, self._drain = fresh.proc, fresh._drain
