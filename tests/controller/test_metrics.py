@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from controller.metrics import ControllerMetrics
 from controller.service import Controller
 from shared import bus, subjects
 from shared.protocol import Executable, ScheduleRequest
@@ -72,3 +74,9 @@ async def test_metrics_parse_and_count_schedules_drones_and_dns(
     for samples in families.values():
         for sample in samples:
             assert drone.drone_id not in sample.labels.values()
+
+
+def test_no_created_series_double_the_families() -> None:
+    text = generate_latest(ControllerMetrics().registry).decode()
+    assert "_created" not in text
+    assert "plane_controller_schedule_requests_total" in text
