@@ -41,7 +41,7 @@ from tests.support.docker import TEST_LABEL, TESTBACKEND_IMAGE
 from tests.support.dockerd import PrivateDockerd
 from tests.support.natscluster import NatsCluster
 from tests.support.netns import Host, Network
-from tests.support.tlsca import TestCA
+from tests.support.tlsca import CertAuthority
 
 BIN = Path(sys.executable).parent
 HEARTBEAT_SECS = "1"
@@ -83,7 +83,7 @@ class Bed:
     test_id: str
     network: Network | None = None
     nats: NatsCluster | None = None
-    ca: TestCA | None = None
+    ca: CertAuthority | None = None
     auth: Path | None = None
     controllers: list[ControllerHost] = field(default_factory=list)
     drones: list[DroneHost] = field(default_factory=list)
@@ -104,7 +104,7 @@ class Bed:
         drone_hosts = [network.add_host(f"drone{n}") for n in range(1, drones + 1)]
         self.browser = network.add_host("browser")
 
-        self.ca = TestCA.create(self.workdir / "ca")
+        self.ca = CertAuthority.create(self.workdir / "ca")
         self.auth = self.workdir / "auth"
         authconf.init(self.auth, self.cluster)
         for n in range(1, drones + 1):

@@ -21,7 +21,7 @@ import nats.errors
 
 from tests.support.natsserver import NatsServer
 from tests.support.netns import Host
-from tests.support.tlsca import Certificate, TestCA
+from tests.support.tlsca import CertAuthority, Certificate
 
 META_TIMEOUT_SECS = 30.0
 
@@ -65,7 +65,7 @@ class NatsCluster:
     nodes: list[Node]
     extra: str = ""  # configuration every node gets too (authorization, accounts, ...)
     name: str = "plane-test"
-    ca: TestCA | None = None
+    ca: CertAuthority | None = None
     _started: set[str] = field(default_factory=set)
 
     @classmethod
@@ -75,7 +75,7 @@ class NatsCluster:
         size: int = 3,
         extra: str = "",
         on: list[Host] | None = None,
-        ca: TestCA | None = None,
+        ca: CertAuthority | None = None,
     ) -> NatsCluster:
         """`on`: one simulated host per node (fixed ports there); `ca`: TLS for clients."""
         nodes = []

@@ -27,13 +27,13 @@ class Certificate:
 
 
 @dataclass(frozen=True)
-class TestCA:
+class CertAuthority:
     directory: Path
     cert: Path
     key: Path
 
     @classmethod
-    def create(cls, directory: Path) -> TestCA:
+    def create(cls, directory: Path) -> CertAuthority:
         directory.mkdir(parents=True, exist_ok=True)
         cert, key = directory / "ca.pem", directory / "ca-key.pem"
         _openssl(
