@@ -25,7 +25,7 @@ docker: ## Make sure a Docker engine runs (installs Debian's docker.io as root i
 
 tools: ## Install the Debian tools tests use (dig, curl, openssl, ip, nsenter, iptables)
 	bash deploy/ensure-packages.sh dig=dnsutils curl=curl openssl=openssl ip=iproute2 \
-		nsenter=util-linux iptables=iptables systemd-analyze=systemd
+		nsenter=util-linux iptables=iptables systemd-analyze=systemd promtool=prometheus
 
 bench-tools: ## Install the load generator and peer used by benchmarks (wrk, nginx)
 	bash deploy/ensure-packages.sh wrk=wrk nginx=nginx-light

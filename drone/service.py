@@ -96,6 +96,7 @@ class Drone:
             on_reconnect=self._on_reconnect,
             on_disconnect=self._on_disconnect,
         )
+        self.metrics.nats_connected.set(1)
         try:
             agent = Agent(
                 s,
@@ -146,11 +147,13 @@ class Drone:
             self._metrics_server = None
 
     async def _on_reconnect(self) -> None:
+        self.metrics.nats_connected.set(1)
         log.info("NATS connection back", extra={"drone": self.drone_id})
         if self.agent is not None and not self._stopping:
             await self.agent.on_nats_reconnect()
 
     async def _on_disconnect(self) -> None:
+        self.metrics.nats_connected.set(0)
         if not self._stopping:
             log.warning("NATS connection lost; reconnecting", extra={"drone": self.drone_id})
 

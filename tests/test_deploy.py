@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from controller.config import ControllerSettings
+from controller.metrics import ControllerMetrics
+from drone.agent.metrics import AgentMetrics
 from drone.config import DroneSettings, proxy_workers
+from drone.proxy.metrics import ProxyMetrics
 from shared import authconf, config
 from tests.support.tlsca import CertAuthority
 
@@ -100,3 +106,77 @@ def test_the_example_nats_config_is_one_nats_server_takes(tmp_path: Path) -> Non
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+PROMETHEUS = DEPLOY / "prometheus"
+DASHBOARD = DEPLOY / "grafana" / "plane-dashboard.json"
+METRIC_NAME = re.compile(r"\b(plane_[a-z0-9_]+)")
+
+
+def metric_names_used() -> set[str]:
+    """Every metric the alert rules and the dashboard ask for."""
+    rules = yaml_free_text(PROMETHEUS / "alerts.yml")
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    return set(METRIC_NAME.findall(rules + "\n".join(exprs)))
+
+
+def yaml_free_text(path: Path) -> str:
+    """The `expr:` parts of a rules file (enough to find metric names; no YAML parser)."""
+    lines, keep = [], False
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("expr:"):
+            keep = True
+            lines.append(stripped.removeprefix("expr:"))
+        elif keep and line.startswith(" " * 12) and ":" not in stripped.split(" ")[0]:
+            lines.append(stripped)
+        else:
+            keep = False
+    return "\n".join(lines)
+
+
+def served_metric_names() -> set[str]:
+    registry = CollectorRegistry()
+    AgentMetrics(registry)
+    ProxyMetrics(registry)
+    text = (
+        generate_latest(registry).decode() + generate_latest(ControllerMetrics().registry).decode()
+    )
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+
+
+def promtool(*argv: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.fail("promtool not found: run `make tools` (prometheus)", pytrace=False)
+    return subprocess.run(
+        [binary, *argv], capture_output=True, text=True, check=False, cwd=PROMETHEUS
+    )
+
+
+def test_the_alert_rules_check_and_pass_their_unit_tests() -> None:
+    for argv in (("check", "rules", "alerts.yml"), ("test", "rules", "alerts_test.yml")):
+        result = promtool(*argv)
+        assert result.returncode == 0, result.stdout + result.stderr
+    result = promtool("check", "config", "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = {r.split(":")[1].strip() for r in (PROMETHEUS / "alerts.yml").read_text().splitlines()
+             if r.strip().startswith("- alert:")}  # fmt: skip
+    assert names == {
+        "PlaneDroneLost",
+        "PlaneNoDroneAvailable",
+        "PlaneSpawnFailures",
+        "PlaneProxy5xxRatio",
+        "PlaneNatsDisconnected",
+        "PlaneScheduleLatencyP99",
+    }
+
+
+def test_every_metric_the_rules_and_the_dashboard_use_is_served() -> None:
+    used = metric_names_used()
+    assert len(used) >= 15
+    assert used <= served_metric_names(), used - served_metric_names()
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "plane-cluster"
+    assert all(p["type"] in ("row", "timeseries") for p in dashboard["panels"])

@@ -71,6 +71,9 @@ class AgentMetrics:
             "plane_drone_docker_available", "1 while the Docker engine answers.", registry=r
         )
         self.ready = Gauge("plane_drone_ready", "1 while the drone takes new backends.", registry=r)
+        self.nats_connected = Gauge(
+            "plane_drone_nats_connected", "1 while connected to NATS.", registry=r
+        )
         self.status_retries = Counter(
             "plane_drone_status_delivery_retries",
             "Backend state updates sent again after a failed delivery.",
@@ -92,7 +95,9 @@ class AgentMetrics:
             registry=r,
         )
         for state in BackendState:
-            if not state.terminal:
+            if state.terminal:
+                self.backends_ended.labels(state.value)  # every series there from the start
+            else:
                 self.backends.labels(state.value)
         for phase in Phase:
             self.spawn_phase.labels(phase.value)

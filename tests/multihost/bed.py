@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
 import sys
@@ -28,8 +29,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiodocker
+import httpx
 import msgspec
 
 from shared import authconf, credentials
@@ -47,6 +50,7 @@ BIN = Path(sys.executable).parent
 HEARTBEAT_SECS = "1"
 LOST_AFTER_SECS = 6
 PROXY_PORT = 8080
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 START_TIMEOUT_SECS = 60.0
 
 
@@ -88,6 +92,8 @@ class Bed:
     controllers: list[ControllerHost] = field(default_factory=list)
     drones: list[DroneHost] = field(default_factory=list)
     browser: Host | None = None
+    monitor: Host | None = None
+    prometheus: Daemon | None = None
     plane: PlaneClient | None = None
     domain: str = field(default_factory=lambda: f"mh-{uuid.uuid4().hex[:6]}.test")
 
@@ -103,6 +109,7 @@ class Bed:
         controller_hosts = [network.add_host(f"ctl{n}") for n in (1, 2)]
         drone_hosts = [network.add_host(f"drone{n}") for n in range(1, drones + 1)]
         self.browser = network.add_host("browser")
+        self.monitor = network.add_host("monitor")
 
         self.ca = CertAuthority.create(self.workdir / "ca")
         self.auth = self.workdir / "auth"
@@ -125,7 +132,45 @@ class Bed:
             await self._start_drone(host, node.url)
         for drone in self.drones:
             await self.wait_drone(drone.drone_id, ready=True)
+        await self._start_prometheus()
         return self
+
+    async def _start_prometheus(self) -> None:
+        """Debian's Prometheus on its own host, scraping every process with the shipped rules."""
+        assert self.monitor is not None
+        jobs = {
+            "plane-controller": [f"{c.host.ip}:9101" for c in self.controllers],
+            "plane-drone": [d.metrics for d in self.drones],
+        }
+        config = self.workdir / "prometheus.yml"
+        config.write_text(  # JSON is YAML too
+            json.dumps(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(RULES)],
+                    "scrape_configs": [
+                        {"job_name": job, "static_configs": [{"targets": targets}]}
+                        for job, targets in jobs.items()
+                    ],
+                }
+            )
+        )
+        argv = self.monitor.command(
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.workdir / 'prometheus-data'}",
+            f"--web.listen-address={self.monitor.ip}:9090",
+        )
+        self.prometheus = Daemon("prometheus", argv, {}, self.workdir / "prometheus.log")
+        await self.prometheus.start()
+        await self.prometheus.wait_output("Server is ready to receive web requests", 60)
+
+    async def prometheus_get(self, path: str) -> Any:
+        assert self.monitor is not None
+        async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
+            response = await client.get(f"http://{self.monitor.ip}:9090{path}")
+        response.raise_for_status()
+        return response.json()["data"]
 
     def _seed(self, role: str) -> str:
         assert self.auth is not None
@@ -257,6 +302,8 @@ class Bed:
 
     def tails(self) -> list[tuple[str, str]]:
         logs = [(c.daemon.name, c.daemon.tail()) for c in self.controllers]
+        if self.prometheus is not None:
+            logs.append(("prometheus", self.prometheus.tail()))
         logs += [(d.daemon.name, d.daemon.tail()) for d in self.drones if d.daemon is not None]
         if self.nats is not None:
             for node in self.nats.nodes:
@@ -278,6 +325,8 @@ class Bed:
                 await drone.daemon.stop()
         for controller in self.controllers:
             await controller.daemon.stop()
+        if self.prometheus is not None:
+            await self.prometheus.stop()
         for drone in self.drones:
             await drone.docker.close()
             await drone.engine.close()

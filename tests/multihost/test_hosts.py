@@ -12,7 +12,10 @@ printing what it measured:
    its backends are stored Lost, their IDs held, and once healed the drone
    stops them, the DNS forgets them, and the IDs are free again;
 5. a host is drained and removed: it takes no backends, keeps serving its
-   own until they end, and leaves the placement.
+   own until they end, and leaves the placement;
+6. Prometheus, scraping every process with the shipped rules, has every metric
+   the rules and the dashboard use, and fires the drone-lost alert when a drone
+   host dies.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tests.e2e.cluster import until
 from tests.multihost.bed import LOST_AFTER_SECS, Bed
 from tests.support.docker import TESTBACKEND_IMAGE
 from tests.support.natscluster import Node
+from tests.test_deploy import metric_names_used
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -231,3 +235,22 @@ async def test_plane_across_hosts(bed: Bed) -> None:
         await until("the removed host to be listed Stopped", 20, stopped_listed)
     finally:
         await admin.close()
+
+    # 6. Prometheus scraped every metric the shipped rules and dashboard use, and a drone
+    #    whose host dies fires the drone-lost alert.
+    async def all_names_scraped() -> set[str] | None:
+        names = set(await bed.prometheus_get("/api/v1/label/__name__/values"))
+        return names if metric_names_used() <= names else None
+
+    await until("Prometheus to have every metric in use", 30, all_names_scraped)
+    victim = bed.drones[1]
+    await victim.daemon.kill()
+
+    async def drone_lost_firing() -> bool | None:
+        alerts = (await bed.prometheus_get("/api/v1/alerts"))["alerts"]
+        firing = {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+        return True if "PlaneDroneLost" in firing else None
+
+    killed_at = time.monotonic()
+    await until("PlaneDroneLost to fire", LOST_AFTER_SECS + 30, drone_lost_firing)
+    print(f"drone host dead: PlaneDroneLost firing {time.monotonic() - killed_at:.1f}s after")
