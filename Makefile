@@ -30,9 +30,12 @@ tools: ## Install the Debian tools tests use (dig, curl, openssl, ip, nsenter, i
 bench-tools: ## Install the load generator and peer used by benchmarks (wrk, nginx)
 	bash deploy/ensure-packages.sh wrk=wrk nginx=nginx-light
 
-images: docker ## Build the local images (test backend, demo), only when their files changed
+images: docker ## Build the local images (test backend, demo, Plane itself), only when their files changed
 	bash deploy/build-image.sh testbackend deploy/images/testbackend
 	bash deploy/build-image.sh demo deploy/images/demo
+	bash deploy/images/plane/base.sh
+	BUILD_ARGS="--build-arg BASE=plane-debian-base:bookworm" \
+		bash deploy/build-image.sh plane deploy/images/plane
 
 lint: install ## ruff and mypy --strict over the three packages
 	$(BIN)/ruff check .

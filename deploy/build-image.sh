@@ -9,7 +9,9 @@
 # kept in the image's label dev.plane.source-hash. When the image carries the
 # same hash, nothing is compiled or built. Otherwise DIR/build.sh (if any) runs
 # first (it builds git-ignored outputs into DIR), then `docker build DIR`.
-# DOCKER names the docker command (default: docker).
+# DIR/sources.txt, if there, names more paths (relative to the repository) whose
+# files count as sources too. BUILD_ARGS are passed to `docker build` (and count
+# too). DOCKER names the docker command (default: docker).
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -61,10 +63,24 @@ file_hashes() {
     done
 }
 
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+read -r -a build_args <<<"${BUILD_ARGS:-}"
+
 source_hash() {
     {
         file_hashes "$dir" ""
         [ "$common" = "$dir" ] || file_hashes "$common" "common/"
+        if [ -f "$dir/sources.txt" ]; then
+            while IFS= read -r extra; do
+                [ -n "$extra" ] || continue
+                if [ -d "$root/$extra" ]; then
+                    file_hashes "$root/$extra" "$extra/"
+                else
+                    printf '%s  %s\n' "$(sha256sum <"$root/$extra" | cut -d' ' -f1)" "$extra"
+                fi
+            done <"$dir/sources.txt"
+        fi
+        printf 'build args: %s\n' "${BUILD_ARGS:-}"
     } | sha256sum | cut -d' ' -f1
 }
 
@@ -96,7 +112,7 @@ if [ -z "${DOCKER_BUILDKIT:-}" ]; then
     fi
 fi
 log "building $image from $dir"
-"${docker[@]}" build --label "$label=$hash" -t "$image" "$dir"
+"${docker[@]}" build "${build_args[@]+"${build_args[@]}"}" --label "$label=$hash" -t "$image" "$dir"
 
 # the previous build, now untagged: drop it unless a container still uses it
 new_id=$("${docker[@]}" image inspect "$image" --format '{{.Id}}')

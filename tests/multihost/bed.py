@@ -5,7 +5,8 @@ Hosts (network namespaces on one test bridge, `tests.support.netns`):
 * `nats1`..`nats3`: a three-node NATS cluster with routes, JetStream, TLS
   from the test's own CA, and the users `plane auth` makes;
 * `ctl1`, `ctl2`: a controller each (NATS node 1 and 2), answering DNS on
-  their own address;
+  their own address, run from the Plane image (deploy/images/plane) on the
+  host's own Docker engine;
 * `drone1`..`drone3`: a drone each, with its own Docker engine, `--ip` its
   address and its proxy bound to it (drones 1 and 3 on NATS node 1, drone 2
   on node 2);
@@ -50,6 +51,7 @@ BIN = Path(sys.executable).parent
 HEARTBEAT_SECS = "1"
 LOST_AFTER_SECS = 6
 PROXY_PORT = 8080
+PLANE_IMAGE = "plane-plane:latest"  # `make images` builds it (deploy/images/plane)
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 START_TIMEOUT_SECS = 60.0
 
@@ -75,6 +77,7 @@ class DroneHost:
 class ControllerHost:
     host: Host
     daemon: Daemon
+    engine: PrivateDockerd  # it runs from the Plane image, on this host's own engine
 
     @property
     def dns(self) -> str:
@@ -197,21 +200,34 @@ class Bed:
         )
 
     async def _start_controller(self, host: Host, nats_url: str) -> None:
+        """A controller from the Plane image, on the host's own engine, in the host's network.
+
+        It runs as root in its container only because the test's credentials files
+        belong to root; in production they belong to the image's `plane` user.
+        """
         name = host.name
-        argv = host.command(
-            str(BIN / "plane-controller"),
-            "--nats", nats_url,
-            "--cluster", self.cluster,
-            "--metrics-listen", f"{host.ip}:9101",
-            "--dns-listen", f"{host.ip}:53",
-        )  # fmt: skip
+        engine = PrivateDockerd(on=host)
+        await engine.start()
+        await engine.load_images(PLANE_IMAGE)
         env = {
             **self.nats_env("controller.creds"),
             "PLANE_HEARTBEAT_SECS": HEARTBEAT_SECS,
             "PLANE_LOST_AFTER_SECS": str(LOST_AFTER_SECS),
         }
-        daemon = Daemon(name, argv, env, self.workdir / f"{name}.log")
-        self.controllers.append(ControllerHost(host, daemon))
+        argv = [
+            "docker", "--host", engine.host, "run", "--rm", "--init",
+            "--name", f"plane-{name}", "--network", "host", "--user", "0",
+            "-v", f"{self.workdir}:{self.workdir}:ro",
+            *(f"--env={key}={value}" for key, value in env.items()),
+            PLANE_IMAGE,
+            "plane-controller",
+            "--nats", nats_url,
+            "--cluster", self.cluster,
+            "--metrics-listen", f"{host.ip}:9101",
+            "--dns-listen", f"{host.ip}:53",
+        ]  # fmt: skip
+        daemon = Daemon(name, argv, {}, self.workdir / f"{name}.log")
+        self.controllers.append(ControllerHost(host, daemon, engine))
         await daemon.start()
         await daemon.wait_output("controller ready", START_TIMEOUT_SECS)
 
@@ -325,6 +341,7 @@ class Bed:
                 await drone.daemon.stop()
         for controller in self.controllers:
             await controller.daemon.stop()
+            await controller.engine.close()
         if self.prometheus is not None:
             await self.prometheus.stop()
         for drone in self.drones:
