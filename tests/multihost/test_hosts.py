@@ -162,6 +162,7 @@ async def test_plane_across_hosts(bed: Bed) -> None:
     print(f"client's NATS node killed: scheduling back after {gap:.2f}s; probes {dict(probes)}")
     assert probes["failed"] == 0 and probes["ok"] > 0
     info = await js.stream_info(subjects.BACKEND_STATUS_STREAM)
+    assert info.cluster is not None, "a clustered stream reports its cluster"
     leader = next(n for n in bed.nats.nodes if n.name == info.cluster.leader)
     gap, probes = await kill_and_measure(bed, leader, placed)
     print(f"stream leader {leader.name} killed: scheduling back after {gap:.2f}s; {dict(probes)}")
