@@ -23,9 +23,10 @@ install: $(VENV)/.installed ## Create .venv with the project installed editable 
 docker: ## Make sure a Docker engine runs (installs Debian's docker.io as root if needed)
 	bash deploy/ensure-docker.sh
 
-tools: ## Install the Debian tools tests use (dig, curl, openssl, ip, nsenter, iptables)
+tools: ## Install the Debian tools tests use (dig, curl, openssl, ip, nsenter, iptables, docker-compose, ...)
 	bash deploy/ensure-packages.sh dig=dnsutils curl=curl openssl=openssl ip=iproute2 \
-		nsenter=util-linux iptables=iptables systemd-analyze=systemd promtool=prometheus
+		nsenter=util-linux iptables=iptables systemd-analyze=systemd promtool=prometheus \
+		docker-compose=docker-compose
 
 bench-tools: ## Install the load generator and peer used by benchmarks (wrk, nginx)
 	bash deploy/ensure-packages.sh wrk=wrk nginx=nginx-light
@@ -33,9 +34,7 @@ bench-tools: ## Install the load generator and peer used by benchmarks (wrk, ngi
 images: docker ## Build the local images (test backend, demo, Plane itself), only when their files changed
 	bash deploy/build-image.sh testbackend deploy/images/testbackend
 	bash deploy/build-image.sh demo deploy/images/demo
-	bash deploy/images/plane/base.sh
-	BUILD_ARGS="--build-arg BASE=plane-debian-base:bookworm" \
-		bash deploy/build-image.sh plane deploy/images/plane
+	bash deploy/images/plane/build-local.sh
 
 lint: install ## ruff and mypy --strict over the three packages
 	$(BIN)/ruff check .

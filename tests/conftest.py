@@ -59,6 +59,15 @@ def testbackend_image() -> str:
         pytest.fail(str(exc), pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def plane_image() -> str:
+    """Plane itself as an image (deploy/images/plane), rebuilt when its sources changed."""
+    try:
+        return docker_support.build_image("plane")
+    except docker_support.DockerUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
 @pytest.fixture
 async def docker(test_id: str) -> AsyncIterator[aiodocker.Docker]:
     """A Docker client; every container labelled with this test's ID is removed after it."""

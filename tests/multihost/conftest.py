@@ -26,7 +26,11 @@ def pytest_runtest_makereport(
 
 @pytest.fixture
 async def bed(
-    request: pytest.FixtureRequest, tmp_path: Path, testbackend_image: str, test_id: str
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    testbackend_image: str,
+    plane_image: str,
+    test_id: str,
 ) -> AsyncIterator[Bed]:
     missing = tools_missing()
     if missing:

@@ -31,14 +31,17 @@ async def connect() -> aiodocker.Docker:
 
 
 def build_image(name: str) -> str:
-    """Build `plane-{name}:latest` from deploy/images/{name} (a no-op when up to date)."""
+    """Build `plane-{name}:latest` from deploy/images/{name} (a no-op when up to date),
+    with the image's own build-local.sh where it has one."""
+    images = ROOT / "deploy" / "images"
+    local = images / name / "build-local.sh"
+    command = (
+        [str(local)]
+        if local.exists()
+        else [str(ROOT / "deploy" / "build-image.sh"), name, str(images / name)]
+    )
     result = subprocess.run(
-        [
-            "bash",
-            str(ROOT / "deploy" / "build-image.sh"),
-            name,
-            str(ROOT / "deploy" / "images" / name),
-        ],
+        ["bash", *command],
         capture_output=True,
         text=True,
         env=os.environ,
