@@ -9,6 +9,7 @@ forwarded with the case the peer used.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 
 AUTH_COOKIE = b"_plane_auth"
@@ -38,6 +39,10 @@ _REQUEST_SPECIAL = HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-forwarded-host",
 }
+# Control characters other than HTAB. h11 lets 0x01-0x08, 0x0e-0x1f and 0x7f through
+# in header values, and backends differ on them (one of the ways requests are
+# smuggled), so such a head is refused instead of forwarded (RFC 9110 5.5).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Connection tokens that name no header to remove.
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
 
@@ -91,6 +96,7 @@ class RequestScan:
         "chunked",
         "connection",
         "content_length",
+        "control_character",
         "cookie_tokens",
         "duplicate_host",
         "expect_continue",
@@ -105,6 +111,7 @@ class RequestScan:
     def __init__(self) -> None:
         self.host: bytes | None = None
         self.duplicate_host = False
+        self.control_character = False
         self.content_length: int | None = None
         self.chunked = False
         self.upgrade: bytes | None = None
@@ -133,8 +140,11 @@ def scan_request(raw_headers: Iterable[tuple[bytes, bytes]]) -> RequestScan:
     scan = RequestScan()
     forward = scan.forward
     size = 0
+    control = _CONTROL.search
     for name, value in raw_headers:
         size += len(name) + len(value) + 4
+        if control(value) is not None:
+            scan.control_character = True
         lower = name.lower()
         if lower not in _REQUEST_SPECIAL:
             forward.append((name, value))
@@ -144,7 +154,7 @@ def scan_request(raw_headers: Iterable[tuple[bytes, bytes]]) -> RequestScan:
             scan.host = value
         elif lower == b"content-length":
             scan.content_length = int(value)  # h11 has checked it is digits
-            forward.append((name, value))
+            forward.append((name, b"%d" % scan.content_length))  # "007" goes on as "7"
         elif lower == b"transfer-encoding":
             scan.chunked = True  # h11 accepts nothing but chunked
         elif lower == b"cookie":
@@ -169,6 +179,10 @@ def scan_request(raw_headers: Iterable[tuple[bytes, bytes]]) -> RequestScan:
             scan.xff = value if scan.xff is None else scan.xff + b", " + value
         # the other hop-by-hop and X-Forwarded-Proto/-Host are dropped or rewritten
     scan.head_size = size
+    if scan.upgrade is not None and b"upgrade" not in scan.connection:
+        # Upgrade without the "upgrade" connection option asks for nothing (RFC 9110
+        # 7.8): an ordinary request, and the header, hop-by-hop, goes no further.
+        scan.upgrade = None
     if scan.connection:
         named = {t for t in scan.connection if t and t not in _CONNECTION_OPTIONS}
         if named:

@@ -36,6 +36,8 @@ def make(status: int, text: str, extra: Headers = ()) -> Canned:
 
 BAD_REQUEST = make(400, "400 Bad Request: malformed HTTP request")
 DUPLICATE_HOST = make(400, "400 Bad Request: more than one Host header")
+CONTROL_CHARACTER = make(400, "400 Bad Request: a control character in a header value")
+CHUNKED_HTTP10 = make(400, "400 Bad Request: Transfer-Encoding in an HTTP/1.0 request")
 AMBIGUOUS_LENGTH = make(400, "400 Bad Request: both Content-Length and Transfer-Encoding given")
 MISSING_TOKEN = make(
     401,
