@@ -90,12 +90,14 @@ class _Block(enum.IntFlag):
     TURN = 8  # this socket used its share of the loop; the others go first
 
 
-# One socket's events may take this long per turn of the loop (each h11 event,
-# one per chunk of a body, costs microseconds); it then rests REST_FACTOR times as
-# long, which holds a socket that never stops sending to a quarter of the loop.
-TURN_SECS = 0.0005
-REST_FACTOR = 3
-CLOCK_EVERY = 16  # events between looks at the clock
+# One socket's events may take this long per turn of the loop (h11 spends some 10 us
+# on each event, and a body in 1-byte chunks is one event per byte); it then rests
+# for REST_SECS (the loop's timers count whole milliseconds), so a socket that never
+# stops sending tiny chunks gets about a tenth of the loop. A body in chunks of
+# ordinary size, or framed by Content-Length, is a few events per read and never rests.
+TURN_SECS = 0.0001
+REST_SECS = 0.001
+CLOCK_EVERY = 4  # events between looks at the clock
 
 
 class ClientConnection(asyncio.Protocol):
@@ -201,7 +203,7 @@ class ClientConnection(asyncio.Protocol):
                     events += 1
                     if not events % CLOCK_EVERY and time.perf_counter() - began > TURN_SECS:
                         self._forward_body(body)
-                        self._rest(time.perf_counter() - began)
+                        self._rest()
                         break
                     continue
                 if body:
@@ -239,11 +241,11 @@ class ClientConnection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.request_data(data)
 
-    def _rest(self, used: float) -> None:
+    def _rest(self) -> None:
         """This socket used its turn: stop reading it, and let every other one go
         first for a while, so one sender of tiny chunks cannot starve the rest."""
         self._block(_Block.TURN)
-        self._turn = self.ctx.loop.call_later(used * REST_FACTOR, self._end_rest)
+        self._turn = self.ctx.loop.call_later(REST_SECS, self._end_rest)
 
     def _end_rest(self) -> None:
         self._turn = None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import uvloop
 
-from tests.bench import proxy, scale, scheduler, spawn, sweep, websocket, workers
+from tests.bench import flood, proxy, scale, scheduler, spawn, sweep, websocket, workers
 from tests.bench.harness import Results
 
 Runner = Callable[[Results, Path], Awaitable[None]]
@@ -21,6 +21,7 @@ SUITES: dict[str, Callable[..., Awaitable[None]]] = {
     "proxy": proxy.run,
     "workers": workers.run,
     "websocket": websocket.run,
+    "flood": flood.run,
     "scale": scale.run,
     "spawn": spawn.run,
     "sweep": sweep.run,
