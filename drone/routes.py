@@ -5,7 +5,7 @@ listens; the proxy looks routes up by backend ID and reports traffic to the
 activity tracker, which the agent's sweeper reads. Neither side does I/O here.
 With several proxy worker processes, the main process's table is the source:
 its watchers copy every change to the workers, and the workers' traffic comes
-back to the main tracker as begin/end pairs (`drone.proxy.workers`).
+back to the main tracker as begin/end pairs (`drone.proxy.fleet`).
 """
 
 from __future__ import annotations

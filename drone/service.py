@@ -24,8 +24,8 @@ from drone.agent import statedir
 from drone.agent.agent import Agent
 from drone.agent.metrics import AgentMetrics
 from drone.config import DroneSettings, check, enabled
+from drone.proxy.fleet import WorkerOptions
 from drone.proxy.server import ProxyServer
-from drone.proxy.workers import WorkerOptions
 from drone.routes import ActivityTracker, RouteTable
 from shared import bus, credentials, metrics
 from shared.config import ConfigError

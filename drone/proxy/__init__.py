@@ -6,11 +6,21 @@ reader parses what backends answer, response heads are written directly,
 bodies stream with flow control both ways, and upgraded connections are copied
 as raw bytes.
 
-Modules: `server` (listeners, shutdown), `client` (one browser socket),
-`exchange` (one request relayed to a backend), `upstream` (backend sockets and
-their keep-alive pool), `response` (reading a backend's response), `writer`
-(response heads and body framing toward the browser), `tunnel`
-(raw copying after an upgrade), `headers` and `auth` (pure decisions about
-heads and tokens), `responses` (the proxy's own answers), `tls` (certificates
-and their reload), `redirect` (HTTP → HTTPS), `metrics`, `timer`.
+Modules, by what they own:
+
+- `server`: the listeners and the orderly stop;
+- `context`: what every connection of one proxy shares (`ProxyContext`);
+- `client`: one browser socket, parsed by h11, one request after another;
+- `exchange`: one request relayed to a backend and its response back;
+- `upstream`: backend sockets and their keep-alive pool;
+- `response_reader`: reading a backend's response, incrementally and strictly;
+- `response_writer`: response heads and body framing toward the browser;
+- `answers`: the proxy's own responses (404, 502, ...), built once;
+- `tunnel`: raw copying both ways after an upgrade;
+- `headers`, `auth`: pure decisions about heads and bearer tokens;
+- `tls`: certificates and their reload; `redirect`: HTTP → HTTPS;
+- `activity`: idle tracking across worker processes (pure);
+- `fleet`: the drone process's worker processes; `worker_main`: a worker's own
+  main; `control`: the messages between them;
+- `metrics`, `timer`.
 """

@@ -1,9 +1,9 @@
 """Backend activity across proxy worker processes: the pure decisions.
 
-A worker counts its own requests and tunnels per backend (`ActivityReporter`)
+A worker counts its own requests and tunnels per backend (`WorkerCounts`)
 and tells the drone process only about transitions: a backend it now holds
 busy, and one it no longer does. The drone process keeps, per worker, the set
-of backends that worker holds busy (`WorkerActivity`) and turns each change
+of backends that worker holds busy (`HeldByWorker`) and turns each change
 into one begin or end on its `ActivityTracker`, so a backend counts as busy
 while any process has it busy and goes idle when the last one lets go.
 
@@ -36,7 +36,7 @@ class Changes:
         return bool(self.busy or self.idle)
 
 
-class ActivityReporter:
+class WorkerCounts:
     """A worker's side: counts per backend and what the drone process was told."""
 
     __slots__ = ("_counts", "_dirty", "_reported")
@@ -89,7 +89,7 @@ class ActivityReporter:
         return changes
 
 
-class WorkerActivity:
+class HeldByWorker:
     """The drone process's side: which backends one worker holds busy."""
 
     __slots__ = ("busy",)

@@ -3,7 +3,7 @@
 Requests on a socket are served one after another (pipelined ones wait in
 h11's buffer); each accepted request becomes an `Exchange`. Each request gets
 its own h11 connection, fed with what the previous one left unread: h11 only
-parses here, and responses are written by `writer`. Reading from the socket
+parses here, and responses are written by `response_writer`. Reading from the socket
 stops while a request body cannot go anywhere yet (routing, or the backend's
 socket is full) and while too many pipelined bytes wait. Output is collected
 per batch of events and written once.
@@ -15,63 +15,20 @@ import asyncio
 import enum
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import cast
 
 import h11
 
-from drone.config import ProxySettings
-from drone.proxy import auth, responses, writer
+from drone.proxy import answers, auth, response_writer
+from drone.proxy.context import ProxyContext
 from drone.proxy.exchange import Exchange
-from drone.proxy.headers import Framing, backend_from_host, scan_request
-from drone.proxy.metrics import ProxyMetrics
+from drone.proxy.headers import Framing, scan_request
+from drone.proxy.response_writer import Body
 from drone.proxy.timer import Deadline
 from drone.proxy.tunnel import Tunnel
-from drone.proxy.upstream import UpstreamConnection, UpstreamPool
-from drone.proxy.writer import Body
-from drone.routes import Activity, RouteTable
+from drone.proxy.upstream import UpstreamConnection
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class ProxyContext:
-    """What every connection of one proxy shares."""
-
-    loop: asyncio.AbstractEventLoop
-    settings: ProxySettings
-    routes: RouteTable
-    activity: Activity
-    metrics: ProxyMetrics
-    pool: UpstreamPool
-    domain: bytes  # the cluster name as Host headers are matched against it
-    secure: bool
-    connections: set[ClientConnection] = field(default_factory=set)
-    tunnels: set[Tunnel] = field(default_factory=set)
-    proto_line: bytes = b""
-    not_ready: responses.Canned = responses.BAD_GATEWAY
-    max_pipelined: int = 0
-    drained: asyncio.Event | None = None  # set once stopping and the last socket closed
-    _hosts: dict[bytes, str | None] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.proto_line = (
-            b"x-forwarded-proto: https\r\n" if self.secure else b"x-forwarded-proto: http\r\n"
-        )
-        self.not_ready = responses.not_ready(self.settings.retry_after_secs)
-        self.max_pipelined = max(self.settings.max_head_bytes, 64 * 1024)
-
-    def backend_for(self, host: bytes) -> str | None:
-        """The backend a Host header names, remembered: browsers send the same few."""
-        hosts = self._hosts
-        try:
-            return hosts[host]
-        except KeyError:
-            pass
-        if len(hosts) >= 4096:
-            hosts.clear()
-        backend = hosts[host] = backend_from_host(host, self.domain)
-        return backend
 
 
 class State(enum.Enum):
@@ -109,7 +66,7 @@ class ClientConnection(asyncio.Protocol):
         self.state = State.OPEN
         self.stopping = False
         self._h11 = self._parser()
-        self._peer = writer.NO_REQUEST  # what the request being answered accepts
+        self._peer = response_writer.NO_REQUEST  # what the request being answered accepts
         self._body: Body | None = None  # set once a response has begun
         self._close_after = False
         self._request_ended = False
@@ -119,7 +76,7 @@ class ClientConnection(asyncio.Protocol):
         self._in_events = False
         self._head_started = False
         self._pipelined = 0
-        self._pending: responses.Canned | None = None  # answer due once the request ends
+        self._pending: answers.Canned | None = None  # answer due once the request ends
         self._out: list[bytes] = []
 
     def __repr__(self) -> str:
@@ -163,10 +120,8 @@ class ClientConnection(asyncio.Protocol):
         self.state = State.CLOSED
         self._stop_timers()
         ctx = self.ctx
-        ctx.connections.discard(self)
         ctx.metrics.client_connections -= 1
-        if ctx.drained is not None and not ctx.connections:
-            ctx.drained.set()
+        ctx.forget(self)
         exchange = self.exchange
         if exchange is not None:
             self.exchange = None
@@ -258,34 +213,34 @@ class ClientConnection(asyncio.Protocol):
         ctx = self.ctx
         scan = scan_request(event.headers.raw_items())
         http10 = event.http_version == b"1.0"
-        self._peer = writer.Peer(
+        self._peer = response_writer.Peer(
             event.method == b"HEAD", http10, not http10 and b"close" not in scan.connection
         )
         has_body = scan.framing is not Framing.NONE
         if scan.head_size + len(event.target) > ctx.settings.max_head_bytes:
-            self._reject(responses.HEAD_TOO_LARGE, True)  # and close, like h11's own 431
+            self._reject(answers.HEAD_TOO_LARGE, True)  # and close, like h11's own 431
             return
         if scan.chunked and scan.content_length is not None:
-            self._reject(responses.AMBIGUOUS_LENGTH, True)
+            self._reject(answers.AMBIGUOUS_LENGTH, True)
             return
         if scan.duplicate_host:
-            self._reject(responses.DUPLICATE_HOST, True)
+            self._reject(answers.DUPLICATE_HOST, True)
             return
         if scan.control_character:
-            self._reject(responses.CONTROL_CHARACTER, True)
+            self._reject(answers.CONTROL_CHARACTER, True)
             return
         if http10:
             if scan.chunked:  # framing that 1.0 does not have (RFC 9112 6.1)
-                self._reject(responses.CHUNKED_HTTP10, True)
+                self._reject(answers.CHUNKED_HTTP10, True)
                 return
             scan.upgrade = None  # a server ignores Upgrade in HTTP/1.0 (RFC 9110 7.8)
         if event.method == b"CONNECT":
-            self._reject(responses.METHOD_NOT_ALLOWED, True)
+            self._reject(answers.METHOD_NOT_ALLOWED, True)
             return
         backend = ctx.backend_for(scan.host) if scan.host else None
         route = ctx.routes.get(backend) if backend is not None else None
         if route is None or backend is None:
-            self._reject(responses.NOT_FOUND, has_body)
+            self._reject(answers.NOT_FOUND, has_body)
             return
         if route.bearer_token is not None:
             token = route.bearer_token.encode()
@@ -297,28 +252,26 @@ class ClientConnection(asyncio.Protocol):
             verdict = auth.check(token, offered)
             if verdict is not auth.Verdict.ALLOWED:
                 missing = verdict is auth.Verdict.MISSING
-                self._reject(
-                    responses.MISSING_TOKEN if missing else responses.WRONG_TOKEN, has_body
-                )
+                self._reject(answers.MISSING_TOKEN if missing else answers.WRONG_TOKEN, has_body)
                 return
             scan.bearer = [bearer for bearer in scan.bearer if not auth.matches(token, bearer[2])]
         limit = ctx.settings.max_body_bytes
         if limit is not None and scan.content_length is not None and scan.content_length > limit:
-            self._reject(responses.TOO_LARGE, True)
+            self._reject(answers.TOO_LARGE, True)
             return
         exchange = Exchange(self, ctx, backend, event.method, event.target, scan)
         self.exchange = exchange
         exchange.start(route)
 
-    def _auth_answer(self, target: bytes, token: bytes) -> responses.Canned:
+    def _auth_answer(self, target: bytes, token: bytes) -> answers.Canned:
         answer = auth.auth_endpoint(target, token, self.ctx.secure)
         if answer.status == 302:
-            return responses.redirect(answer.location, answer.set_cookie)
+            return answers.redirect(answer.location, answer.set_cookie)
         if answer.status == 403:
-            return responses.WRONG_TOKEN
-        return responses.make(400, f"400 Bad Request: {answer.reason}")
+            return answers.WRONG_TOKEN
+        return answers.make(400, f"400 Bad Request: {answer.reason}")
 
-    def _reject(self, canned: responses.Canned, has_body: bool) -> None:
+    def _reject(self, canned: answers.Canned, has_body: bool) -> None:
         """Answer a request the proxy will not forward: right away if its body is
         not going to be read, else once the (empty) request has ended."""
         if has_body:
@@ -327,7 +280,7 @@ class ClientConnection(asyncio.Protocol):
             self._pending = canned
 
     def _on_protocol_error(self, exc: h11.RemoteProtocolError) -> None:
-        canned = responses.BY_HINT.get(exc.error_status_hint, responses.BAD_REQUEST)
+        canned = answers.BY_HINT.get(exc.error_status_hint, answers.BAD_REQUEST)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("malformed request from %s: %s", self.ip.decode(), exc)
         if self.exchange is not None:
@@ -352,7 +305,7 @@ class ClientConnection(asyncio.Protocol):
     def attached(self) -> None:
         """The exchange reached its backend: the request body may flow now."""
         if self._h11.they_are_waiting_for_100_continue:
-            self._out.append(writer.CONTINUE)
+            self._out.append(response_writer.CONTINUE)
             self.flush()
         self._unblock(_Block.ROUTING)
 
@@ -365,7 +318,7 @@ class ClientConnection(asyncio.Protocol):
         close: bool,
     ) -> None:
         """Queue a backend's response head (its headers checked by the response reader)."""
-        head, self._body, self._close_after = writer.response_head(
+        head, self._body, self._close_after = response_writer.response_head(
             status, reason, headers, sized, self._peer, close or self.stopping
         )
         self.ctx.metrics.count_response(status)
@@ -374,17 +327,17 @@ class ClientConnection(asyncio.Protocol):
     def send_data(self, data: bytes) -> None:
         body = self._body
         if body is Body.CHUNKED:
-            self._out += writer.chunk(data)
+            self._out += response_writer.chunk(data)
         elif body is not Body.NONE:
             self._out.append(data)
 
     def send_end(self) -> None:
         if self._body is Body.CHUNKED:
-            self._out.append(writer.LAST_CHUNK)
+            self._out.append(response_writer.LAST_CHUNK)
         self.flush()
         self._cycle_done()
 
-    def send_error(self, canned: responses.Canned) -> None:
+    def send_error(self, canned: answers.Canned) -> None:
         self._send_canned(canned)
 
     def flush(self) -> None:
@@ -423,7 +376,7 @@ class ClientConnection(asyncio.Protocol):
             self.abort()
             return
         self.ctx.metrics.count_response(101)
-        self._out.append(writer.switching_head(headers))
+        self._out.append(response_writer.switching_head(headers))
         self.flush()
         from_client = conn.trailing_data[0]
         up_transport, from_upstream, upstream_paused = upstream.detach()
@@ -431,9 +384,7 @@ class ClientConnection(asyncio.Protocol):
         self.state = State.SWITCHED
         self._stop_timers()
         ctx = self.ctx
-        ctx.connections.discard(self)
-        if ctx.drained is not None and not ctx.connections:
-            ctx.drained.set()
+        ctx.forget(self)
         tunnel = Tunnel(
             backend, self.transport, up_transport, ctx.activity, ctx.metrics, ctx.tunnels.discard
         )
@@ -455,12 +406,12 @@ class ClientConnection(asyncio.Protocol):
             h11.SERVER, max_incomplete_event_size=self.ctx.settings.max_head_bytes
         )
 
-    def _send_canned(self, canned: responses.Canned) -> None:
+    def _send_canned(self, canned: answers.Canned) -> None:
         self._pending = None
         if self._body is not None:
             self.abort()  # a response has begun: it cannot become another one
             return
-        data, self._close_after = writer.canned_response(
+        data, self._close_after = response_writer.canned_response(
             canned, self._peer, self.stopping or not self._request_ended
         )
         self._body = Body.NONE
@@ -481,7 +432,7 @@ class ClientConnection(asyncio.Protocol):
                 conn.receive_data(waiting)
             if closed:
                 conn.receive_data(b"")
-            self._peer = writer.NO_REQUEST
+            self._peer = response_writer.NO_REQUEST
             self._body = None
             self._request_ended = False
             self._pipelined = 0
@@ -551,6 +502,6 @@ class ClientConnection(asyncio.Protocol):
         if self.state is not State.OPEN or self.exchange is not None or self._pending is not None:
             return
         if self._head_started:
-            self._send_canned(responses.REQUEST_TIMEOUT)
+            self._send_canned(answers.REQUEST_TIMEOUT)
         else:
             self._close()  # an idle keep-alive socket

@@ -12,17 +12,58 @@ import asyncio
 import enum
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from drone.proxy import responses
+from drone.proxy import answers
+from drone.proxy.context import ProxyContext
 from drone.proxy.headers import Framing, RequestScan, request_head
 from drone.proxy.upstream import Failure, Key, UpstreamConnection
 from drone.routes import Route, RouteState
 
-if TYPE_CHECKING:
-    from drone.proxy.client import ClientConnection, ProxyContext
-
 log = logging.getLogger(__name__)
+
+
+class BrowserSide(Protocol):
+    """What an exchange needs from the browser's socket, and no more."""
+
+    @property
+    def ip(self) -> bytes: ...
+
+    def block_routing(self, on: bool) -> None:
+        """Stop (or resume) reading the request body: it has nowhere to go yet."""
+
+    def block_upstream(self, on: bool) -> None:
+        """Stop (or resume) reading the request body: the backend's socket is full."""
+
+    def attached(self) -> None:
+        """The backend is reached: the request body may flow."""
+
+    def send_head(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        sized: bool,
+        close: bool,
+    ) -> None: ...
+
+    def send_data(self, data: bytes) -> None: ...
+
+    def send_end(self) -> None:
+        """The response is complete: this request's cycle is over."""
+
+    def send_error(self, canned: answers.Canned) -> None:
+        """Answer with the proxy's own response instead of the backend's."""
+
+    def flush(self) -> None: ...
+
+    def abort(self) -> None:
+        """Cut the socket: a response that has begun cannot become an error."""
+
+    def switch_protocols(
+        self, upstream: UpstreamConnection, headers: list[tuple[bytes, bytes]], backend: str
+    ) -> None:
+        """The backend accepted an upgrade: hand both sockets to a tunnel."""
 
 
 class Phase(enum.Enum):
@@ -54,7 +95,7 @@ class Exchange:
 
     def __init__(
         self,
-        client: ClientConnection,
+        client: BrowserSide,
         ctx: ProxyContext,
         backend: str,
         method: bytes,
@@ -96,7 +137,7 @@ class Exchange:
         self.body_bytes += len(data)
         limit = self.ctx.settings.max_body_bytes
         if limit is not None and self.body_bytes > limit:
-            self._fail(responses.TOO_LARGE)
+            self._fail(answers.TOO_LARGE)
             return
         if self.upstream is not None:
             self.upstream.write_body(data)
@@ -115,7 +156,7 @@ class Exchange:
             else:
                 upstream.resume()
 
-    def client_garbled(self, canned: responses.Canned) -> None:
+    def client_garbled(self, canned: answers.Canned) -> None:
         """The browser's request body broke the protocol."""
         self._fail(canned)
 
@@ -179,7 +220,7 @@ class Exchange:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("backend failed: %s", failure.value, extra={"backend": self.backend})
         timeout = failure is Failure.TIMEOUT
-        self._fail(responses.GATEWAY_TIMEOUT if timeout else responses.BAD_GATEWAY)
+        self._fail(answers.GATEWAY_TIMEOUT if timeout else answers.BAD_GATEWAY)
 
     # -- internals
 
@@ -203,14 +244,14 @@ class Exchange:
         except Exception:  # a bug must not leave the browser waiting or the backend busy
             log.exception("holding a request failed", extra={"backend": self.backend})
             self.task = None
-            self._fail(responses.BAD_GATEWAY)
+            self._fail(answers.BAD_GATEWAY)
             return
         self.task = None
         if self.phase is Phase.FINISHED:
             return
         if route is None:
             gone = ctx.routes.get(self.backend) is None
-            self._fail(responses.NOT_FOUND if gone else ctx.not_ready)
+            self._fail(answers.NOT_FOUND if gone else ctx.not_ready)
             return
         self._use_route(route)
 
@@ -219,14 +260,14 @@ class Exchange:
         try:
             upstream = await ctx.pool.connect(self.key)
         except TimeoutError:
-            self._connect_failed(responses.GATEWAY_TIMEOUT)
+            self._connect_failed(answers.GATEWAY_TIMEOUT)
             return
         except OSError:
-            self._connect_failed(responses.BAD_GATEWAY)
+            self._connect_failed(answers.BAD_GATEWAY)
             return
         except Exception:  # a bug must not leave the browser waiting or the backend busy
             log.exception("connecting to %s:%d failed", *self.key, extra={"backend": self.backend})
-            self._connect_failed(responses.BAD_GATEWAY)
+            self._connect_failed(answers.BAD_GATEWAY)
             return
         self.task = None
         if self.phase is Phase.FINISHED:
@@ -234,7 +275,7 @@ class Exchange:
             return
         self._attach(upstream)
 
-    def _connect_failed(self, canned: responses.Canned) -> None:
+    def _connect_failed(self, canned: answers.Canned) -> None:
         self.task = None
         self.ctx.metrics.upstream_connect_errors += 1
         if log.isEnabledFor(logging.DEBUG):
@@ -251,7 +292,7 @@ class Exchange:
             upstream.end_body(self.ctx.settings.upstream_response_timeout_secs)
         self.client.attached()
 
-    def _fail(self, canned: responses.Canned) -> None:
+    def _fail(self, canned: answers.Canned) -> None:
         """Answer the browser with the proxy's own error, or cut it off if a response began."""
         if self.task is not None:
             self.task.cancel()

@@ -14,7 +14,7 @@ from typing import cast
 
 import h11
 
-from drone.proxy import responses, writer
+from drone.proxy import answers, response_writer
 
 _HOST_RE = re.compile(rb"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
@@ -53,8 +53,8 @@ class RedirectConnection(asyncio.Protocol):
         try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
-            canned = responses.BY_HINT.get(exc.error_status_hint, responses.BAD_REQUEST)
-            self._answer(canned, writer.NO_REQUEST)
+            canned = answers.BY_HINT.get(exc.error_status_hint, answers.BAD_REQUEST)
+            self._answer(canned, response_writer.NO_REQUEST)
             return
         if isinstance(event, h11.Request):
             self._redirect(event)
@@ -66,17 +66,19 @@ class RedirectConnection(asyncio.Protocol):
         host = request.headers.raw_items()
         value = next((v for n, v in host if n.lower() == b"host"), b"")
         location = https_location(value, request.target, self._https_port())
-        peer = writer.Peer(request.method == b"HEAD", request.http_version == b"1.0", False)
+        peer = response_writer.Peer(
+            request.method == b"HEAD", request.http_version == b"1.0", False
+        )
         if location is None:
-            self._answer(responses.BAD_REQUEST, peer)
+            self._answer(answers.BAD_REQUEST, peer)
             return
         status = 301 if request.method in (b"GET", b"HEAD") else 308
         headers = ((b"location", location), (b"content-length", b"0"))
-        self._answer(responses.Canned(status, headers, b""), peer)
+        self._answer(answers.Canned(status, headers, b""), peer)
 
-    def _answer(self, canned: responses.Canned, peer: writer.Peer) -> None:
+    def _answer(self, canned: answers.Canned, peer: response_writer.Peer) -> None:
         assert self._transport is not None
         self._done = True
-        data, _ = writer.canned_response(canned, peer, close=True)
+        data, _ = response_writer.canned_response(canned, peer, close=True)
         self._transport.write(data)
         self._transport.close()

@@ -4,7 +4,7 @@
 (HTTPS when a certificate is configured, plain HTTP otherwise) and, with TLS,
 optionally a plain listener that redirects to it. With `proxy.workers` above
 one it binds the listener with SO_REUSEPORT and starts the worker processes
-that share it (`drone.proxy.workers`); each of those runs a `ProxyServer` of
+that share it (`drone.proxy.fleet`); each of those runs a `ProxyServer` of
 its own with `reuse_port` and one process.
 """
 
@@ -18,13 +18,14 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from drone.config import ProxySettings, proxy_workers
-from drone.proxy.client import ClientConnection, ProxyContext
+from drone.proxy.client import ClientConnection
+from drone.proxy.context import ProxyContext
+from drone.proxy.fleet import WorkerFleet, WorkerOptions
 from drone.proxy.headers import cluster_domain
 from drone.proxy.metrics import ProxyMetrics
 from drone.proxy.redirect import RedirectConnection
 from drone.proxy.tls import CertificateStore
 from drone.proxy.upstream import UpstreamPool
-from drone.proxy.workers import WorkerFleet, WorkerOptions
 from drone.routes import Activity, RouteTable
 from shared.config import ConfigError, parse_listen
 

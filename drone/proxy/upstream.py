@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
-from drone.proxy.response import ResponseError, ResponseReader
+from drone.proxy.response_reader import ResponseError, ResponseReader
 from drone.proxy.timer import Deadline
-
-if TYPE_CHECKING:
-    from drone.proxy.exchange import Exchange
 
 Key = tuple[str, int]
 
@@ -30,6 +27,34 @@ class Failure(enum.Enum):
     TIMEOUT = "timeout"  # no response head in time
 
 
+class ResponseSink(Protocol):
+    """What a backend socket needs from the request it serves, and no more."""
+
+    @property
+    def chunked(self) -> bool:
+        """Whether the request body goes with chunked framing."""
+
+    def upstream_full(self, full: bool) -> None:
+        """The backend's socket buffer filled (or drained)."""
+
+    def on_response(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], sized: bool
+    ) -> None: ...
+
+    def on_response_data(self, data: bytes) -> None: ...
+
+    def flush(self) -> None:
+        """A read of the backend's socket has been handed over in full."""
+
+    def on_response_end(self, upstream: UpstreamConnection) -> None: ...
+
+    def on_switch(self, upstream: UpstreamConnection, headers: list[tuple[bytes, bytes]]) -> None:
+        """The backend answered 101: the socket is no longer HTTP."""
+
+    def on_upstream_failure(self, failure: Failure, retryable: bool) -> None:
+        """The backend failed this request; `retryable`: nothing of it was answered."""
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One socket to a backend, serving one exchange at a time."""
 
@@ -41,7 +66,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self._pool = pool
         self._reader = ResponseReader(self, MAX_RESPONSE_HEAD)
-        self._exchange: Exchange | None = None
+        self._exchange: ResponseSink | None = None
         self._chunked = False
         self._got_data = False
         self._head_seen = False
@@ -55,7 +80,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- driven by the exchange
 
-    def begin(self, exchange: Exchange, head: bytes, method: bytes, upgrade: bool) -> None:
+    def begin(self, exchange: ResponseSink, head: bytes, method: bytes, upgrade: bool) -> None:
         assert self.transport is not None
         self._exchange = exchange
         self._chunked = exchange.chunked

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from websockets.asyncio.client import connect
 
 from drone.config import ProxySettings
+from drone.proxy.fleet import WorkerOptions
 from drone.proxy.server import ProxyServer
-from drone.proxy.workers import WorkerOptions
 from drone.routes import ActivityTracker, RouteTable
 from tests.support.docker import TEST_LABEL, container_ip
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drone.proxy.response import ResponseError, ResponseReader, State
+from drone.proxy.response_reader import ResponseError, ResponseReader, State
 
 Headers = list[tuple[bytes, bytes]]
 

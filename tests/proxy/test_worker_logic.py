@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry
 
 from drone.config import ProxySettings, proxy_workers
 from drone.proxy import control
-from drone.proxy.activity import ActivityReporter, Changes, WorkerActivity
+from drone.proxy.activity import Changes, HeldByWorker, WorkerCounts
+from drone.proxy.fleet import WorkerOptions, restart_delay
 from drone.proxy.metrics import ProxyMetrics, total, zero_counters
-from drone.proxy.workers import WorkerOptions, restart_delay
 from drone.routes import ActivityTracker, Route, RouteState, RouteTable
 from shared.config import ConfigError
 
@@ -25,7 +25,7 @@ class Main:
     def __init__(self, workers: int) -> None:
         self.now = 100.0
         self.tracker = ActivityTracker(clock=lambda: self.now)
-        self.views = [WorkerActivity() for _ in range(workers)]
+        self.views = [HeldByWorker() for _ in range(workers)]
 
     def receive(self, worker: int, changes: Changes) -> None:
         begins, ends = self.views[worker].apply(changes)
@@ -40,7 +40,7 @@ class Main:
 
 
 def test_a_worker_reports_only_transitions() -> None:
-    reporter = ActivityReporter()
+    reporter = WorkerCounts()
     assert reporter.begin("a") is True  # first request: report now
     assert reporter.begin("a") is False
     assert reporter.drain() == Changes(busy=["a"], idle=[])
@@ -54,7 +54,7 @@ def test_a_worker_reports_only_transitions() -> None:
 
 
 def test_busy_and_idle_within_one_batch_is_reported_as_both() -> None:
-    reporter = ActivityReporter()
+    reporter = WorkerCounts()
     reporter.begin("a")
     reporter.end("a")
     assert reporter.drain() == Changes(busy=["a"], idle=["a"])
@@ -67,7 +67,7 @@ def test_busy_and_idle_within_one_batch_is_reported_as_both() -> None:
 
 
 def test_an_end_without_a_begin_changes_nothing() -> None:
-    reporter = ActivityReporter()
+    reporter = WorkerCounts()
     assert reporter.end("ghost") is False
     assert not reporter.drain()
     assert reporter.active("ghost") == 0
@@ -129,7 +129,7 @@ def test_reporter_and_view_agree_over_a_random_walk() -> None:
     """Whatever the interleaving, the drone's count is 1 exactly when the worker's is > 0
     after each batch."""
     rng = random.Random(7)
-    reporter = ActivityReporter()
+    reporter = WorkerCounts()
     main = Main(1)
     open_requests: dict[str, int] = {}
     for _ in range(5000):

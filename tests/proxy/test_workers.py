@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from websockets.asyncio.client import ClientConnection
 
 from drone.config import DroneSettings, ProxySettings
+from drone.proxy.fleet import WorkerFleet, WorkerOptions, WorkerState
 from drone.proxy.server import ProxyServer
-from drone.proxy.workers import WorkerFleet, WorkerOptions, WorkerState
 from drone.routes import ActivityTracker, RouteTable
 from drone.service import Drone, DroneError
 from shared.config import ConfigError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from drone.proxy import responses, writer
-from drone.proxy.writer import Body, Peer
+from drone.proxy import answers, response_writer
+from drone.proxy.response_writer import Body, Peer
 
 GET11 = Peer(head_request=False, http10=False, keep_alive=True)
 HEAD11 = Peer(head_request=True, http10=False, keep_alive=True)
@@ -29,12 +29,12 @@ LENGTH = [(b"Content-Length", b"5")]
     ],
 )
 def test_body_framing(status: int, sized: bool, peer: Peer, body: Body, chunked: bool) -> None:
-    assert writer.body_for(status, sized, peer) == (body, chunked)
+    assert response_writer.body_for(status, sized, peer) == (body, chunked)
 
 
 def test_head_keeps_names_order_and_reason() -> None:
     headers = [(b"X-Custom", b"a b"), (b"Content-Length", b"5"), (b"set-cookie", b"c=1")]
-    head, body, close = writer.response_head(201, b"Made It", headers, True, GET11, False)
+    head, body, close = response_writer.response_head(201, b"Made It", headers, True, GET11, False)
     assert head == (
         b"HTTP/1.1 201 Made It\r\nX-Custom: a b\r\nContent-Length: 5\r\nset-cookie: c=1\r\n\r\n"
     )
@@ -54,38 +54,40 @@ def test_head_keeps_names_order_and_reason() -> None:
 def test_when_the_socket_closes_the_head_says_so(
     peer: Peer, forced: bool, headers: list[tuple[bytes, bytes]], closes: bool
 ) -> None:
-    head, _, close = writer.response_head(200, b"OK", headers, bool(headers), peer, forced)
+    head, _, close = response_writer.response_head(200, b"OK", headers, bool(headers), peer, forced)
     assert close is closes
     assert head.endswith(b"connection: close\r\n\r\n") is closes
 
 
 def test_unknown_length_gets_a_chunked_header_for_http11_only() -> None:
-    head, _, _ = writer.response_head(200, b"OK", [], False, GET11, False)
+    head, _, _ = response_writer.response_head(200, b"OK", [], False, GET11, False)
     assert b"transfer-encoding: chunked\r\n" in head
-    head, _, _ = writer.response_head(200, b"OK", [], False, GET10, False)
+    head, _, _ = response_writer.response_head(200, b"OK", [], False, GET10, False)
     assert b"transfer-encoding" not in head
 
 
 def test_chunks() -> None:
-    assert b"".join(writer.chunk(b"x" * 26)) == b"1a\r\n" + b"x" * 26 + b"\r\n"
-    assert writer.chunk(b"") == []  # an empty chunk would end the body
-    assert writer.LAST_CHUNK == b"0\r\n\r\n"
+    assert b"".join(response_writer.chunk(b"x" * 26)) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+    assert response_writer.chunk(b"") == []  # an empty chunk would end the body
+    assert response_writer.LAST_CHUNK == b"0\r\n\r\n"
 
 
 def test_switching_head() -> None:
-    head = writer.switching_head([(b"connection", b"upgrade"), (b"upgrade", b"websocket")])
+    head = response_writer.switching_head([(b"connection", b"upgrade"), (b"upgrade", b"websocket")])
     assert head == (
         b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
     )
 
 
 def test_canned_answers_have_a_reason_and_no_body_for_head() -> None:
-    data, close = writer.canned_response(responses.NOT_FOUND, GET11, False)
+    data, close = response_writer.canned_response(answers.NOT_FOUND, GET11, False)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 404 Not Found\r\n")
-    assert body == responses.NOT_FOUND.body
+    assert body == answers.NOT_FOUND.body
     assert not close
-    data, close = writer.canned_response(responses.NOT_FOUND, HEAD11, False)
+    data, close = response_writer.canned_response(answers.NOT_FOUND, HEAD11, False)
     assert data == head + b"\r\n\r\n"
-    data, close = writer.canned_response(responses.REQUEST_TIMEOUT, writer.NO_REQUEST, False)
+    data, close = response_writer.canned_response(
+        answers.REQUEST_TIMEOUT, response_writer.NO_REQUEST, False
+    )
     assert close and b"connection: close\r\n" in data

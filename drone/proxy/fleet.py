@@ -1,7 +1,7 @@
 """Proxy worker processes, as the drone process runs them.
 
 With `proxy.workers = N > 1` the drone process serves the listener itself
-(as worker 0, next to the agent) and runs N - 1 `drone.proxy.worker`
+(as worker 0, next to the agent) and runs N - 1 `drone.proxy.worker_main`
 processes that bind the same port with SO_REUSEPORT, so the kernel spreads
 new connections over all N. Each worker has a control socket (see
 `drone.proxy.control`):
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from drone.config import ProxySettings
 from drone.proxy import control
-from drone.proxy.activity import Changes, WorkerActivity
+from drone.proxy.activity import Changes, HeldByWorker
 from drone.proxy.metrics import Counters, ProxyMetrics
 from drone.routes import Activity, Route, RouteTable
 
@@ -71,7 +71,7 @@ class WorkerProcess:
         self.index = index
         self.state = WorkerState.DOWN
         self.pid: int | None = None
-        self.activity = WorkerActivity()
+        self.activity = HeldByWorker()
         self.starts = 0
         self.started_at = 0.0
         self.process: asyncio.subprocess.Process | None = None
@@ -194,7 +194,7 @@ class WorkerFleet:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "drone.proxy.worker",
+                "drone.proxy.worker_main",
                 str(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,

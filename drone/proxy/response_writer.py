@@ -13,7 +13,7 @@ for a server (RFC 9112 6 and 9.3), decided by pure functions:
   HTTP/1.0, or the body has no other end; the head then says `Connection: close`.
 
 Header names and values reach this module already checked: backends' by the
-response reader, the proxy's own by `responses`.
+response reader, the proxy's own by `answers`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
-from drone.proxy.responses import Canned
+from drone.proxy.answers import Canned
 
 _CLOSE_LINE = b"connection: close\r\n"
 _CHUNKED_LINE = b"transfer-encoding: chunked\r\n"

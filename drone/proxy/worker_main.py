@@ -1,4 +1,4 @@
-"""A proxy worker process: `python -m drone.proxy.worker FD`.
+"""A proxy worker process: `python -m drone.proxy.worker_main FD`.
 
 The drone process starts it with one end of a control socket as FD (see
 `drone.proxy.control`), then sends its settings and routes. The worker binds
@@ -25,7 +25,7 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from drone.proxy import control
-from drone.proxy.activity import IDLE_REPORT_DELAY_SECS, ActivityReporter, Changes
+from drone.proxy.activity import IDLE_REPORT_DELAY_SECS, Changes, WorkerCounts
 from drone.proxy.server import ProxyServer
 from drone.routes import RouteTable
 from shared import logs
@@ -37,13 +37,13 @@ log = logging.getLogger(__name__)
 ORPHAN_GRACE_SECS = 5.0
 
 
-class ReportingActivity:
+class BatchedActivity:
     """The proxy's `Activity` in a worker: counts here, transitions to the drone process."""
 
     __slots__ = ("_later", "_loop", "_send", "_soon", "reporter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, send: Callable[[Changes], None]) -> None:
-        self.reporter = ActivityReporter()
+        self.reporter = WorkerCounts()
         self._loop = loop
         self._send = send
         self._soon: asyncio.Handle | None = None
@@ -72,7 +72,7 @@ class Worker:
         self.loop = loop
         self.channel = control.Channel(control.TO_WORKER, self._on_message, self._on_lost)
         self.routes = RouteTable()
-        self.activity = ReportingActivity(loop, self._send_activity)
+        self.activity = BatchedActivity(loop, self._send_activity)
         self.server: ProxyServer | None = None
         self.done: asyncio.Future[int] = loop.create_future()
         self._lost = asyncio.Event()
@@ -188,7 +188,7 @@ async def serve(fd: int) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: python -m drone.proxy.worker FD (started by the drone)", file=sys.stderr)
+        print("usage: python -m drone.proxy.worker_main FD (started by the drone)", file=sys.stderr)
         return 2
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
