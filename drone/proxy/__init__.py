@@ -15,6 +15,8 @@ Modules, by what they own:
 - `upstream`: backend sockets and their keep-alive pool;
 - `response_reader`: reading a backend's response, incrementally and strictly;
 - `response_writer`: response heads and body framing toward the browser;
+- `chunked`: the chunked coding, written alike toward both sides;
+- `flow`: reading paused while any reason holds, for every socket (`ReadGate`);
 - `answers`: the proxy's own responses (404, 502, ...), built once;
 - `tunnel`: raw copying both ways after an upgrade;
 - `headers`, `auth`: pure decisions about heads and bearer tokens;

@@ -19,9 +19,10 @@ from typing import cast
 
 import h11
 
-from drone.proxy import answers, auth, response_writer
+from drone.proxy import answers, auth, chunked, response_writer
 from drone.proxy.context import ProxyContext
 from drone.proxy.exchange import Exchange
+from drone.proxy.flow import ReadGate
 from drone.proxy.headers import Framing, scan_request
 from drone.proxy.response_writer import Body
 from drone.proxy.timer import Deadline
@@ -71,7 +72,7 @@ class ClientConnection(asyncio.Protocol):
         self._close_after = False
         self._request_ended = False
         self._deadline = Deadline(ctx.loop, self._on_deadline)
-        self._blocks = _Block(0)
+        self._reading = ReadGate()  # held for the reasons in _Block
         self._turn: asyncio.TimerHandle | None = None
         self._in_events = False
         self._head_started = False
@@ -86,6 +87,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._reading.attach(self.transport)
         peer = transport.get_extra_info("peername")
         self.ip = str(peer[0]).encode("ascii") if peer else b"unknown"
         self.ctx.connections.add(self)
@@ -118,6 +120,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = State.CLOSED
+        self._reading.closed = True
         self._stop_timers()
         ctx = self.ctx
         ctx.metrics.client_connections -= 1
@@ -146,7 +149,7 @@ class ClientConnection(asyncio.Protocol):
         began = time.perf_counter()
         events = 0
         try:
-            while not self._blocks and self.state is State.OPEN:
+            while not self._reading.held and self.state is State.OPEN:
                 try:
                     event = conn.next_event()
                 except h11.RemoteProtocolError as exc:
@@ -327,13 +330,13 @@ class ClientConnection(asyncio.Protocol):
     def send_data(self, data: bytes) -> None:
         body = self._body
         if body is Body.CHUNKED:
-            self._out += response_writer.chunk(data)
+            self._out += chunked.chunk(data)
         elif body is not Body.NONE:
             self._out.append(data)
 
     def send_end(self) -> None:
         if self._body is Body.CHUNKED:
-            self._out.append(response_writer.LAST_CHUNK)
+            self._out.append(chunked.LAST_CHUNK)
         self.flush()
         self._cycle_done()
 
@@ -362,6 +365,7 @@ class ClientConnection(asyncio.Protocol):
         self.exchange = None
         self._out = []
         self.state = State.CLOSED
+        self._reading.closed = True
         if self.transport is not None:
             self.transport.abort()
 
@@ -389,7 +393,8 @@ class ClientConnection(asyncio.Protocol):
             backend, self.transport, up_transport, ctx.activity, ctx.metrics, ctx.tunnels.discard
         )
         ctx.tunnels.add(tunnel)
-        tunnel.start(from_client, from_upstream, bool(self._blocks), upstream_paused)
+        self._reading.closed = True  # the tunnel owns the transport now
+        tunnel.start(from_client, from_upstream, bool(self._reading.held), upstream_paused)
 
     # -- shutdown
 
@@ -436,10 +441,7 @@ class ClientConnection(asyncio.Protocol):
             self._body = None
             self._request_ended = False
             self._pipelined = 0
-            if self._blocks:
-                self._blocks = _Block(0)
-                assert self.transport is not None
-                self.transport.resume_reading()
+            self._reading.release_all()
             if waiting:  # the next request has begun arriving already
                 self._head_started = True
                 self._deadline.set_in(self.ctx.settings.head_timeout_secs)
@@ -461,9 +463,7 @@ class ClientConnection(asyncio.Protocol):
         """
         assert self.transport is not None
         self.state = State.CLOSING
-        if self._blocks:
-            self._blocks = _Block(0)
-            self.transport.resume_reading()
+        self._reading.release_all()
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self._deadline.set_in(self.ctx.settings.linger_secs)
@@ -471,22 +471,16 @@ class ClientConnection(asyncio.Protocol):
     def _close(self) -> None:
         if self.state is State.OPEN or self.state is State.CLOSING:
             self.state = State.CLOSED
+            self._reading.closed = True
             self._stop_timers()
             if self.transport is not None:
                 self.transport.close()
 
     def _block(self, why: _Block) -> None:
-        if not self._blocks and self.transport is not None and self.state is State.OPEN:
-            self.transport.pause_reading()
-        self._blocks |= why
+        self._reading.hold(why)
 
     def _unblock(self, why: _Block) -> None:
-        if not self._blocks & why:
-            return
-        self._blocks &= ~why
-        if not self._blocks and self.state is State.OPEN:
-            assert self.transport is not None
-            self.transport.resume_reading()
+        if self._reading.release(why):
             self._handle_events()
 
     def _stop_timers(self) -> None:

@@ -25,7 +25,6 @@ from drone.proxy.answers import Canned
 
 _CLOSE_LINE = b"connection: close\r\n"
 _CHUNKED_LINE = b"transfer-encoding: chunked\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -94,13 +93,6 @@ def switching_head(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """A 101 head; the headers carry the Connection and Upgrade the backend chose."""
     head, _, _ = response_head(101, b"Switching Protocols", headers, False, _SWITCHING, False)
     return head
-
-
-def chunk(data: bytes) -> list[bytes]:
-    """One body piece as a chunk (nothing for an empty piece: that would end the body)."""
-    if not data:
-        return []
-    return [b"%x\r\n" % len(data), data, b"\r\n"]
 
 
 def canned_response(canned: Canned, peer: Peer, close: bool) -> tuple[bytes, bool]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from drone.proxy.flow import ReadGate
 from drone.proxy.metrics import ProxyMetrics
 from drone.routes import Activity
 
 # After one side closes, the other gets this long to flush before it is cut.
 CLOSE_GRACE_SECS = 10.0
+PEER_FULL = 1  # the one reason to stop reading an end: the other end's socket is full
 
 
 class _End(asyncio.Protocol):
@@ -24,7 +26,7 @@ class _End(asyncio.Protocol):
         self.transport = transport
         self.from_client = from_client
         self.peer: _End
-        self.read_paused = False
+        self.reading = ReadGate(transport)
         self.eof = False
         self.lost = False
 
@@ -46,7 +48,7 @@ class _End(asyncio.Protocol):
         return True  # half-closed: the other direction keeps flowing
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
+        self.lost = self.reading.closed = True
         self.tunnel.side_lost(self)
 
     def pause_writing(self) -> None:
@@ -56,14 +58,10 @@ class _End(asyncio.Protocol):
         self.peer.resume_reading()
 
     def pause_reading(self) -> None:
-        if not self.read_paused and not self.lost:
-            self.read_paused = True
-            self.transport.pause_reading()
+        self.reading.hold(PEER_FULL)
 
     def resume_reading(self) -> None:
-        if self.read_paused and not self.lost:
-            self.read_paused = False
-            self.transport.resume_reading()
+        self.reading.release(PEER_FULL)
 
 
 class Tunnel:
@@ -103,8 +101,9 @@ class Tunnel:
         self.metrics.upgraded_connections += 1
         self._open = True
         client, upstream = self._client, self._upstream
-        client.read_paused = client_paused
-        upstream.read_paused = upstream_paused
+        # Paused by the previous owner, resumed below: the same as the other end full.
+        client.reading = ReadGate(client.transport, PEER_FULL if client_paused else 0)
+        upstream.reading = ReadGate(upstream.transport, PEER_FULL if upstream_paused else 0)
         client.transport.set_protocol(client)
         upstream.transport.set_protocol(upstream)
         if to_upstream:

@@ -12,6 +12,8 @@ import asyncio
 import enum
 from typing import Protocol, cast
 
+from drone.proxy.chunked import LAST_CHUNK, chunk
+from drone.proxy.flow import ReadGate
 from drone.proxy.response_reader import ResponseError, ResponseReader
 from drone.proxy.timer import Deadline
 
@@ -19,6 +21,7 @@ Key = tuple[str, int]
 
 # A backend may send long cookies; its heads get more room than a browser's.
 MAX_RESPONSE_HEAD = 256 * 1024
+BROWSER_FULL = 1  # the one reason to stop reading a backend: the browser's socket is full
 
 
 class Failure(enum.Enum):
@@ -71,7 +74,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._got_data = False
         self._head_seen = False
         self._eof = False
-        self._read_paused = False  # the transport's reading, as this side set it
+        self._reading = ReadGate()
         self._deadline = Deadline(pool.loop, self._on_timeout)
 
     def __repr__(self) -> str:
@@ -94,32 +97,27 @@ class UpstreamConnection(asyncio.Protocol):
         if not data:
             return
         if self._chunked:
-            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            self.transport.writelines(chunk(data))
         else:
             self.transport.write(data)
 
     def end_body(self, response_timeout: float) -> None:
         assert self.transport is not None
         if self._chunked:
-            self.transport.write(b"0\r\n\r\n")
+            self.transport.write(LAST_CHUNK)
         if not self._head_seen:
             self._deadline.set_in(response_timeout)
 
     def pause(self) -> None:
         self._reader.paused = True
-        if not self._read_paused and self.transport is not None and not self.closed:
-            self._read_paused = True
-            self.transport.pause_reading()
+        self._reading.hold(BROWSER_FULL)
 
     def resume(self) -> None:
         reader = self._reader
         if not reader.paused:
             return
         reader.paused = False
-        if self._read_paused and not self.closed:
-            assert self.transport is not None
-            self._read_paused = False
-            self.transport.resume_reading()
+        self._reading.release(BROWSER_FULL)
         try:
             reader.run()
             if self._eof and self._exchange is not None:
@@ -143,14 +141,14 @@ class UpstreamConnection(asyncio.Protocol):
         assert self.transport is not None
         self._deadline.cancel()
         self._exchange = None
-        self.closed = True  # no longer ours, never pooled
-        return self.transport, self._reader.rest(), self._read_paused
+        self.closed = self._reading.closed = True  # no longer ours, never pooled
+        return self.transport, self._reader.rest(), bool(self._reading.held)
 
     def close(self) -> None:
         self._exchange = None
         self._deadline.cancel()
         if not self.closed:
-            self.closed = True
+            self.closed = self._reading.closed = True
             if self.transport is not None:
                 self.transport.abort()
 
@@ -186,6 +184,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._reading.attach(self.transport)
 
     def data_received(self, data: bytes) -> None:
         exchange = self._exchange
@@ -215,7 +214,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_closed = self.closed
-        self.closed = True
+        self.closed = self._reading.closed = True
         self._eof = True
         self._deadline.cancel()
         self._pool.discard(self)

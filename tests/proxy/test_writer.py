@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drone.proxy import answers, response_writer
+from drone.proxy import answers, chunked, response_writer
 from drone.proxy.response_writer import Body, Peer
 
 GET11 = Peer(head_request=False, http10=False, keep_alive=True)
@@ -67,9 +67,9 @@ def test_unknown_length_gets_a_chunked_header_for_http11_only() -> None:
 
 
 def test_chunks() -> None:
-    assert b"".join(response_writer.chunk(b"x" * 26)) == b"1a\r\n" + b"x" * 26 + b"\r\n"
-    assert response_writer.chunk(b"") == []  # an empty chunk would end the body
-    assert response_writer.LAST_CHUNK == b"0\r\n\r\n"
+    assert b"".join(chunked.chunk(b"x" * 26)) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+    assert chunked.chunk(b"") == []  # an empty chunk would end the body
+    assert chunked.LAST_CHUNK == b"0\r\n\r\n"
 
 
 def test_switching_head() -> None:
