@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
 from drone.proxy.chunked import LAST_CHUNK, chunk
@@ -18,6 +19,12 @@ from drone.proxy.response_reader import ResponseError, ResponseReader
 from drone.proxy.timer import Deadline
 
 Key = tuple[str, int]
+# How a socket to a backend is opened: the loop's create_connection, or in tests
+# an in-memory pair.
+Connector = Callable[
+    [Callable[[], asyncio.Protocol], str, int],
+    Awaitable[tuple[asyncio.BaseTransport, asyncio.Protocol]],
+]
 
 # A backend may send long cookies; its heads get more room than a browser's.
 MAX_RESPONSE_HEAD = 256 * 1024
@@ -253,8 +260,10 @@ class UpstreamPool:
         size: int,
         connect_timeout: float,
         idle_secs: float,
+        connector: Connector | None = None,
     ) -> None:
         self.loop = loop
+        self._connector: Connector = connector or loop.create_connection
         self._size = size
         self._connect_timeout = connect_timeout
         self._idle_secs = idle_secs
@@ -273,10 +282,10 @@ class UpstreamPool:
     async def connect(self, key: Key) -> UpstreamConnection:
         """A new connection; raises TimeoutError or OSError."""
         _, conn = await asyncio.wait_for(
-            self.loop.create_connection(lambda: UpstreamConnection(self, key), key[0], key[1]),
+            self._connector(lambda: UpstreamConnection(self, key), key[0], key[1]),
             self._connect_timeout,
         )
-        return conn
+        return cast(UpstreamConnection, conn)
 
     def put(self, conn: UpstreamConnection) -> None:
         if conn.closed:
