@@ -74,7 +74,6 @@ class ClientConnection(asyncio.Protocol):
         self._deadline = Deadline(ctx.loop, self._on_deadline)
         self._reading = ReadGate()  # held for the reasons in _Block
         self._turn: asyncio.TimerHandle | None = None
-        self._in_events = False
         self._head_started = False
         self._pipelined = 0
         self._pending: answers.Canned | None = None  # answer due once the request ends
@@ -141,59 +140,57 @@ class ClientConnection(asyncio.Protocol):
     # -- the request loop
 
     def _handle_events(self) -> None:
-        if self._in_events:
-            return  # the outer loop picks up where this call would start
-        self._in_events = True
-        conn = self._h11
+        """Act on what h11 has parsed, until it needs more, a request is being
+        answered, or reading is held. The parser is read afresh each time round:
+        a request answered here (refused, say) starts the next one's at once."""
         body: list[bytes] = []  # request body data of this turn, forwarded as one write
         began = time.perf_counter()
         events = 0
-        try:
-            while not self._reading.held and self.state is State.OPEN:
-                try:
-                    event = conn.next_event()
-                except h11.RemoteProtocolError as exc:
-                    self._on_protocol_error(exc)
-                    break
-                kind = type(event)
-                if kind is h11.Data:
-                    body.append(event.data)  # type: ignore[union-attr]
-                    events += 1
-                    if not events % CLOCK_EVERY and time.perf_counter() - began > TURN_SECS:
-                        self._forward_body(body)
-                        self._rest()
-                        break
-                    continue
-                if body:
-                    self._forward_body(body)
-                    if self.state is not State.OPEN:
-                        break  # the body ended this exchange (too large)
-                if kind is h11.Request:
-                    self._on_request(event)  # type: ignore[arg-type]
-                elif kind is h11.EndOfMessage:
-                    self._request_ended = True
-                    if self.exchange is not None:
-                        self.exchange.request_end()
-                        if self.exchange is not None:
-                            break  # h11 says PAUSED until the response is sent
-                    elif self._pending is not None:
-                        self._send_canned(self._pending)
-                elif event is h11.NEED_DATA or event is h11.PAUSED:
-                    break
-                elif kind is h11.ConnectionClosed:
-                    if self.exchange is None and self._pending is None:
-                        self._close()
-                    break
-            if body and self.state is State.OPEN:
+        while not self._reading.held and self.state is State.OPEN:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
                 self._forward_body(body)
-        finally:
-            self._in_events = False
+                self._on_protocol_error(exc)
+                break
+            kind = type(event)
+            if kind is h11.Data:
+                body.append(event.data)  # type: ignore[union-attr]
+                events += 1
+                if not events % CLOCK_EVERY and time.perf_counter() - began > TURN_SECS:
+                    self._forward_body(body)
+                    self._rest()
+                    break
+                continue
+            if body:
+                self._forward_body(body)
+                if self.state is not State.OPEN:
+                    break  # the body ended this exchange (too large)
+            if kind is h11.Request:
+                self._on_request(event)  # type: ignore[arg-type]
+            elif kind is h11.EndOfMessage:
+                self._request_ended = True
+                if self.exchange is not None:
+                    self.exchange.request_end()
+                    break  # h11 says PAUSED until the response is sent
+                if self._pending is not None:
+                    self._send_canned(self._pending)
+            elif event is h11.NEED_DATA or event is h11.PAUSED:
+                break
+            elif kind is h11.ConnectionClosed:
+                if self.exchange is None and self._pending is None:
+                    self._close()
+                break
+        if body and self.state is State.OPEN:
+            self._forward_body(body)
         if self._out:
             self.flush()
 
     def _forward_body(self, body: list[bytes]) -> None:
         """Hand the body data parsed in this turn to the exchange at once, so that a
         flood of tiny chunks becomes a few writes toward the backend, not one each."""
+        if not body:
+            return
         data = body[0] if len(body) == 1 else b"".join(body)
         body.clear()
         if self.exchange is not None:
@@ -448,7 +445,10 @@ class ClientConnection(asyncio.Protocol):
             else:
                 self._deadline.set_in(self.ctx.settings.keepalive_timeout_secs)
             if waiting or closed:
-                self._handle_events()
+                # On the next turn, not from inside whoever ended this cycle (the
+                # backend's socket, or this socket's own event loop above, which
+                # goes on with the new parser by itself).
+                self.ctx.loop.call_soon(self._handle_events)
         elif self._h11.their_state is h11.SEND_BODY or self._h11.their_state is h11.ERROR:
             self._linger()
         else:

@@ -201,3 +201,14 @@ async def test_a_request_waits_for_its_backend_to_become_ready(bed: Bed) -> None
     backend = await bed.backend()
     backend.answer(OK)
     await until(lambda: browser.transport.written.endswith(b"ok"))
+
+
+async def test_a_request_pipelined_after_a_refused_one_is_served(bed: Bed) -> None:
+    host = bed.route("b1")
+    browser = bed.browser()
+    browser.send(get(b"nobody.plane.test") + get(host, b"/after"))
+    backend = await bed.backend()
+    assert backend.received().startswith(b"GET /after HTTP/1.1\r\n")
+    backend.answer(OK)
+    await until(lambda: browser.transport.written.endswith(b"ok"))
+    assert [s[:12] for s in responses(browser.received())] == [b"HTTP/1.1 404", b"HTTP/1.1 200"]
