@@ -11,6 +11,7 @@ Modules, by what they own:
 - `server`: the listeners and the orderly stop;
 - `context`: what every connection of one proxy shares (`ProxyContext`);
 - `client`: one browser socket, parsed by h11, one request after another;
+- `cycle`: one request's facts, shared by its browser side and its exchange;
 - `exchange`: one request relayed to a backend and its response back;
 - `upstream`: backend sockets and their keep-alive pool;
 - `response_reader`: reading a backend's response, incrementally and strictly;

@@ -21,6 +21,7 @@ import h11
 
 from drone.proxy import answers, auth, chunked, response_writer
 from drone.proxy.context import ProxyContext
+from drone.proxy.cycle import Cycle
 from drone.proxy.exchange import Exchange
 from drone.proxy.flow import ReadGate
 from drone.proxy.headers import Framing, scan_request
@@ -67,16 +68,10 @@ class ClientConnection(asyncio.Protocol):
         self.state = State.OPEN
         self.stopping = False
         self._h11 = self._parser()
-        self._peer = response_writer.NO_REQUEST  # what the request being answered accepts
-        self._body: Body | None = None  # set once a response has begun
-        self._close_after = False
-        self._request_ended = False
+        self._cycle = Cycle()
         self._deadline = Deadline(ctx.loop, self._on_deadline)
         self._reading = ReadGate()  # held for the reasons in _Block
         self._turn: asyncio.TimerHandle | None = None
-        self._head_started = False
-        self._pipelined = 0
-        self._pending: answers.Canned | None = None  # answer due once the request ends
         self._out: list[bytes] = []
 
     def __repr__(self) -> str:
@@ -97,13 +92,13 @@ class ClientConnection(asyncio.Protocol):
         self.ctx.metrics.received_bytes += len(data)
         if self.state is not State.OPEN:
             return  # draining after an error answer
-        if self.exchange is None and self._pending is None:
-            if not self._head_started:
-                self._head_started = True
+        if self.exchange is None and self._cycle.pending is None:
+            if not self._cycle.head_started:
+                self._cycle.head_started = True
                 self._deadline.set_in(self.ctx.settings.head_timeout_secs)
         elif self._h11.their_state is h11.DONE:
-            self._pipelined += len(data)
-            if self._pipelined > self.ctx.max_pipelined:
+            self._cycle.pipelined += len(data)
+            if self._cycle.pipelined > self.ctx.max_pipelined:
                 self._block(_Block.PIPELINE)
         self._h11.receive_data(data)
         self._handle_events()
@@ -169,16 +164,16 @@ class ClientConnection(asyncio.Protocol):
             if kind is h11.Request:
                 self._on_request(event)  # type: ignore[arg-type]
             elif kind is h11.EndOfMessage:
-                self._request_ended = True
+                self._cycle.request_ended = True
                 if self.exchange is not None:
                     self.exchange.request_end()
                     break  # h11 says PAUSED until the response is sent
-                if self._pending is not None:
-                    self._send_canned(self._pending)
+                if self._cycle.pending is not None:
+                    self._send_canned(self._cycle.pending)
             elif event is h11.NEED_DATA or event is h11.PAUSED:
                 break
             elif kind is h11.ConnectionClosed:
-                if self.exchange is None and self._pending is None:
+                if self.exchange is None and self._cycle.pending is None:
                     self._close()
                 break
         if body and self.state is State.OPEN:
@@ -207,13 +202,13 @@ class ClientConnection(asyncio.Protocol):
         self._unblock(_Block.TURN)
 
     def _on_request(self, event: h11.Request) -> None:
-        self._head_started = False
+        self._cycle.head_started = False
         self._deadline.clear()
-        self._pipelined = 0
+        self._cycle.pipelined = 0
         ctx = self.ctx
         scan = scan_request(event.headers.raw_items())
         http10 = event.http_version == b"1.0"
-        self._peer = response_writer.Peer(
+        self._cycle.peer = response_writer.Peer(
             event.method == b"HEAD", http10, not http10 and b"close" not in scan.connection
         )
         has_body = scan.framing is not Framing.NONE
@@ -259,7 +254,7 @@ class ClientConnection(asyncio.Protocol):
         if limit is not None and scan.content_length is not None and scan.content_length > limit:
             self._reject(answers.TOO_LARGE, True)
             return
-        exchange = Exchange(self, ctx, backend, event.method, event.target, scan)
+        exchange = Exchange(self, self._cycle, ctx, backend, event.method, event.target, scan)
         self.exchange = exchange
         exchange.start(route)
 
@@ -277,7 +272,7 @@ class ClientConnection(asyncio.Protocol):
         if has_body:
             self._send_canned(canned)
         else:
-            self._pending = canned
+            self._cycle.pending = canned
 
     def _on_protocol_error(self, exc: h11.RemoteProtocolError) -> None:
         canned = answers.BY_HINT.get(exc.error_status_hint, answers.BAD_REQUEST)
@@ -318,21 +313,21 @@ class ClientConnection(asyncio.Protocol):
         close: bool,
     ) -> None:
         """Queue a backend's response head (its headers checked by the response reader)."""
-        head, self._body, self._close_after = response_writer.response_head(
-            status, reason, headers, sized, self._peer, close or self.stopping
+        head, self._cycle.body, self._cycle.close_after = response_writer.response_head(
+            status, reason, headers, sized, self._cycle.peer, close or self.stopping
         )
         self.ctx.metrics.count_response(status)
         self._out.append(head)
 
     def send_data(self, data: bytes) -> None:
-        body = self._body
+        body = self._cycle.body
         if body is Body.CHUNKED:
             self._out += chunked.chunk(data)
         elif body is not Body.NONE:
             self._out.append(data)
 
     def send_end(self) -> None:
-        if self._body is Body.CHUNKED:
+        if self._cycle.body is Body.CHUNKED:
             self._out.append(chunked.LAST_CHUNK)
         self.flush()
         self._cycle_done()
@@ -371,7 +366,7 @@ class ClientConnection(asyncio.Protocol):
     ) -> None:
         assert self.transport is not None
         conn = self._h11
-        if not self._request_ended or self._body is not None:
+        if not self._cycle.request_ended or self._cycle.body is not None:
             # The backend switched before the request had ended: nothing sane to relay.
             upstream.close()
             self.abort()
@@ -398,7 +393,7 @@ class ClientConnection(asyncio.Protocol):
     def shutdown(self) -> None:
         """Stop after the request in progress; an idle socket closes now."""
         self.stopping = True
-        if self.exchange is None and self._pending is None and self.state is State.OPEN:
+        if self.exchange is None and self._cycle.pending is None and self.state is State.OPEN:
             self._close()
 
     # -- internals
@@ -409,14 +404,14 @@ class ClientConnection(asyncio.Protocol):
         )
 
     def _send_canned(self, canned: answers.Canned) -> None:
-        self._pending = None
-        if self._body is not None:
+        self._cycle.pending = None
+        if self._cycle.body is not None:
             self.abort()  # a response has begun: it cannot become another one
             return
-        data, self._close_after = response_writer.canned_response(
-            canned, self._peer, self.stopping or not self._request_ended
+        data, self._cycle.close_after = response_writer.canned_response(
+            canned, self._cycle.peer, self.stopping or not self._cycle.request_ended
         )
-        self._body = Body.NONE
+        self._cycle.body = Body.NONE
         self.ctx.metrics.count_response(canned.status)
         self._out.append(data)
         self.flush()
@@ -426,7 +421,7 @@ class ClientConnection(asyncio.Protocol):
         self.exchange = None
         if self.state is not State.OPEN:
             return
-        if self._request_ended and not self._close_after and not self.stopping:
+        if self._cycle.request_ended and not self._cycle.close_after and not self.stopping:
             # A new parser for the next request, fed with what arrived after this one.
             waiting, closed = self._h11.trailing_data
             conn = self._h11 = self._parser()
@@ -434,13 +429,9 @@ class ClientConnection(asyncio.Protocol):
                 conn.receive_data(waiting)
             if closed:
                 conn.receive_data(b"")
-            self._peer = response_writer.NO_REQUEST
-            self._body = None
-            self._request_ended = False
-            self._pipelined = 0
+            self._cycle = Cycle(head_started=bool(waiting))
             self._reading.release_all()
             if waiting:  # the next request has begun arriving already
-                self._head_started = True
                 self._deadline.set_in(self.ctx.settings.head_timeout_secs)
             else:
                 self._deadline.set_in(self.ctx.settings.keepalive_timeout_secs)
@@ -493,9 +484,13 @@ class ClientConnection(asyncio.Protocol):
         if self.state is State.CLOSING:
             self._close()
             return
-        if self.state is not State.OPEN or self.exchange is not None or self._pending is not None:
+        if (
+            self.state is not State.OPEN
+            or self.exchange is not None
+            or self._cycle.pending is not None
+        ):
             return
-        if self._head_started:
+        if self._cycle.head_started:
             self._send_canned(answers.REQUEST_TIMEOUT)
         else:
             self._close()  # an idle keep-alive socket

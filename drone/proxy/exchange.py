@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from drone.proxy import answers
 from drone.proxy.context import ProxyContext
+from drone.proxy.cycle import Cycle
 from drone.proxy.headers import Framing, RequestScan, request_head
 from drone.proxy.upstream import Failure, Key, UpstreamConnection
 from drone.routes import Route, RouteState
@@ -81,12 +82,12 @@ class Exchange:
         "chunked",
         "client",
         "ctx",
+        "cycle",
         "framing",
         "head",
         "key",
         "method",
         "phase",
-        "request_done",
         "sent_at",
         "task",
         "upgrade",
@@ -96,6 +97,7 @@ class Exchange:
     def __init__(
         self,
         client: BrowserSide,
+        cycle: Cycle,
         ctx: ProxyContext,
         backend: str,
         method: bytes,
@@ -103,6 +105,7 @@ class Exchange:
         scan: RequestScan,
     ) -> None:
         self.client = client
+        self.cycle = cycle  # the request's facts, shared with the browser's side
         self.ctx = ctx
         self.backend = backend
         self.method = method
@@ -110,7 +113,6 @@ class Exchange:
         self.chunked = scan.chunked
         self.upgrade = scan.upgrade is not None
         self.head = request_head(method, target, scan, client.ip, ctx.proto_line, True)
-        self.request_done = False
         self.body_bytes = 0
         self.upstream: UpstreamConnection | None = None
         self.key: Key = ("", 0)
@@ -143,7 +145,7 @@ class Exchange:
             self.upstream.write_body(data)
 
     def request_end(self) -> None:
-        self.request_done = True
+        """The browser's side has read the whole request (`cycle.request_ended`)."""
         if self.upstream is not None:
             self.upstream.end_body(self.ctx.settings.upstream_response_timeout_secs)
 
@@ -177,7 +179,7 @@ class Exchange:
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], sized: bool
     ) -> None:
         self.ctx.metrics.observe_upstream(self.ctx.loop.time() - self.sent_at)
-        self.client.send_head(status, reason, headers, sized, close=not self.request_done)
+        self.client.send_head(status, reason, headers, sized, close=not self.cycle.request_ended)
         self.phase = Phase.RESPONDING
 
     def on_response_data(self, data: bytes) -> None:
@@ -188,7 +190,7 @@ class Exchange:
 
     def on_response_end(self, upstream: UpstreamConnection) -> None:
         self.upstream = None
-        if self.request_done and upstream.finish_cycle():
+        if self.cycle.request_ended and upstream.finish_cycle():
             self.ctx.pool.put(upstream)
         else:
             upstream.close()
@@ -288,7 +290,7 @@ class Exchange:
         self.phase = Phase.SENDING
         self.sent_at = self.ctx.loop.time()
         upstream.begin(self, self.head, self.method, self.upgrade)
-        if self.request_done:
+        if self.cycle.request_ended:
             upstream.end_body(self.ctx.settings.upstream_response_timeout_secs)
         self.client.attached()
 
