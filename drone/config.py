@@ -59,7 +59,10 @@ class ProxySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     upstream_response_timeout_secs: float = 60.0
     max_head_bytes: int = 64 * 1024
     max_body_bytes: int | None = None  # None: no limit
-    upstream_pool_size: int = 8  # idle keep-alive connections kept per backend
+    # Idle keep-alive connections kept per backend. With 8, one backend asked by 64
+    # browsers at once got about a quarter fewer answers per second than with 64 (its
+    # requests reconnected); idle ones close after upstream_idle_secs.
+    upstream_pool_size: int = 64
     upstream_idle_secs: float = 30.0  # a pooled upstream connection unused this long is closed
     retry_after_secs: int = 2  # Retry-After on a 503 for a backend that is not ready yet
     tls_reload_interval_secs: float = 5.0  # how often the certificate files are checked
