@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 
 import aiodocker
@@ -17,12 +17,26 @@ from hypothesis import settings
 
 from shared import bus
 from tests.support import docker as docker_support
+from tests.support.logtails import LOGS
 from tests.support.natsserver import NatsServer
 
 # No per-example deadline (a loaded CI machine is slow, not wrong); in CI the
 # examples are derived from each test's name, so a run there can be repeated.
 settings.register_profile("plane", deadline=None, derandomize=bool(os.environ.get("CI")))
 settings.load_profile("plane")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report shows what its processes were saying (tests.support.logtails)."""
+    report = yield
+    if report.failed:
+        for holder in item.stash.get(LOGS, []):
+            for name, tail in holder.tails():
+                report.sections.append((f"{name} log, last lines", tail))
+    return report
 
 
 @pytest.fixture
@@ -51,21 +65,22 @@ def test_id(request: pytest.FixtureRequest) -> str:
     return f"{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
 
 
-@pytest.fixture(scope="session")
-def testbackend_image() -> str:
+def _image(name: str) -> str:
     try:
-        return docker_support.build_image("testbackend")
+        return docker_support.build_image(name)
     except docker_support.DockerUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def testbackend_image() -> str:
+    return _image("testbackend")
 
 
 @pytest.fixture(scope="session")
 def plane_image() -> str:
     """Plane itself as an image (deploy/images/plane), rebuilt when its sources changed."""
-    try:
-        return docker_support.build_image("plane")
-    except docker_support.DockerUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+    return _image("plane")
 
 
 @pytest.fixture

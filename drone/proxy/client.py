@@ -176,7 +176,7 @@ class ClientConnection(asyncio.Protocol):
                 if self.exchange is None and self._cycle.pending is None:
                     self._close()
                 break
-        if body and self.state is State.OPEN:
+        if self.state is State.OPEN:
             self._forward_body(body)
         if self._out:
             self.flush()

@@ -8,7 +8,7 @@ were saying.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +17,8 @@ import pytest
 
 from shared import authconf
 from tests.e2e.cluster import Cluster, MakeCluster, free_port
+from tests.support import logtails
 from tests.support.natsserver import NatsServer
-
-CLUSTERS = pytest.StashKey[list[Cluster]]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed:
-        for cluster in item.stash.get(CLUSTERS, []):
-            for name, tail in cluster.tails():
-                report.sections.append((f"{name} log, last lines", tail))
-    return report
 
 
 @pytest.fixture
@@ -56,11 +43,12 @@ async def make_cluster(
     """Start a controller and `drones` drones on `nats_server`; all stopped after the test,
     and the `docker` fixture removes any container left."""
     started: list[Cluster] = []
-    request.node.stash[CLUSTERS] = started
+    logs = logtails.keep(request)
 
     async def make(drones: int, **options: Any) -> Cluster:
         cluster = Cluster(tmp_path, nats_server, test_id, **options)
         started.append(cluster)
+        logs.append(cluster)
         return await cluster.start(drones)
 
     yield make
@@ -82,7 +70,7 @@ async def make_auth_cluster(
     """As `make_cluster`, on a nats-server that takes `plane auth`'s users only; every
     process and the test's client use their role's credentials (drones `drone1`...)."""
     started: list[Cluster] = []
-    request.node.stash[CLUSTERS] = started
+    logs = logtails.keep(request)
     servers: list[NatsServer] = []
 
     async def make(drones: int, **options: Any) -> Cluster:
@@ -103,6 +91,7 @@ async def make_auth_cluster(
             tmp_path, server, test_id, auth=auth, domain=domain, first_proxy_port=port, **options
         )
         started.append(cluster)
+        logs.append(cluster)
         return await cluster.start(drones)
 
     yield make

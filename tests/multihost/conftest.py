@@ -1,27 +1,15 @@
-"""The multi-host test bed as a fixture, with every process's last lines on failure."""
+"""The multi-host test bed as a fixture; its processes' last lines go in a failed
+test's report (tests.support.logtails)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.multihost.bed import Bed, tools_missing
-
-BEDS = pytest.StashKey[list[Bed]]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed:
-        for bed in item.stash.get(BEDS, []):
-            for name, tail in bed.tails():
-                report.sections.append((f"{name} log, last lines", tail))
-    return report
+from tests.support import logtails
 
 
 @pytest.fixture
@@ -36,7 +24,7 @@ async def bed(
     if missing:
         pytest.fail(f"{', '.join(missing)} not found: run `make tools`", pytrace=False)
     made = Bed(tmp_path, test_id)
-    request.node.stash[BEDS] = [made]
+    logtails.keep(request).append(made)
     try:
         await made.start()
         yield made

@@ -51,6 +51,15 @@ def head_lines(head: bytes) -> list[bytes]:
     return [line.lower() for line in head.split(b"\r\n")]
 
 
+async def forwarded(proxy: Proxy, recorder: Recorder, request: bytes) -> list[bytes]:
+    """Send `request` (its `%s` the recorder's host), see it answered by the backend,
+    and return the lines of the one head the backend got."""
+    answer = await raw_request(proxy.port, request % proxy.host("rec").encode())
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"ok"), answer
+    (head,) = recorder.heads
+    return head_lines(head)
+
+
 @pytest.mark.parametrize("byte", CONTROLS)
 def test_control_characters_in_values_are_found(byte: int) -> None:
     scan = scan_request([(b"Host", b"a.plane.test"), (b"X-Note", b"a" + bytes([byte]) + b"b")])
@@ -105,10 +114,7 @@ async def test_http10_goes_on_as_http11_and_its_upgrade_is_ignored(
     proxy: Proxy, recorder: Recorder
 ) -> None:
     request = b"GET /chat HTTP/1.0\r\nHost: %s\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
-    answer = await raw_request(proxy.port, request % proxy.host("rec").encode())
-    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"ok")
-    (head,) = recorder.heads
-    lines = head_lines(head)
+    lines = await forwarded(proxy, recorder, request)
     assert lines[0] == b"get /chat http/1.1"
     assert not any(line.startswith((b"upgrade", b"connection: upgrade")) for line in lines)
 
@@ -117,17 +123,12 @@ async def test_upgrade_without_connection_upgrade_is_an_ordinary_request(
     proxy: Proxy, recorder: Recorder
 ) -> None:
     request = b"GET /chat HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n"
-    answer = await raw_request(proxy.port, request % proxy.host("rec").encode())
-    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"ok")
-    (head,) = recorder.heads
-    assert not any(line.startswith(b"upgrade") for line in head_lines(head))
+    lines = await forwarded(proxy, recorder, request)
+    assert not any(line.startswith(b"upgrade") for line in lines)
 
 
 async def test_content_length_reaches_the_backend_as_its_number(
     proxy: Proxy, recorder: Recorder
 ) -> None:
-    request = b"POST / HTTP/1.1\r\nHost: %s\r\nContent-Length: 003\r\n%s\r\nabc"
-    answer = await raw_request(proxy.port, request % (proxy.host("rec").encode(), CLOSE))
-    assert answer.startswith(b"HTTP/1.1 200 ")
-    (head,) = recorder.heads
-    assert b"content-length: 3" in head_lines(head)
+    request = b"POST / HTTP/1.1\r\nHost: %s\r\nContent-Length: 003\r\nConnection: close\r\n\r\nabc"
+    assert b"content-length: 3" in await forwarded(proxy, recorder, request)

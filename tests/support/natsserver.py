@@ -160,12 +160,4 @@ class NatsServer:
         """Stop (if still running) and start again on the same port and store (clients
         reconnect)."""
         await self.stop()
-        fresh = await NatsServer.start(
-            self.store,
-            self.port,
-            log=self.log,
-            config=self.config,
-            host=self.host,
-            prefix=self.prefix,
-        )
-        self.proc, self._drain = fresh.proc, fresh._drain
+        await self.start_again()
