@@ -23,13 +23,14 @@ install: $(VENV)/.installed ## Create .venv with the project installed editable 
 docker: ## Make sure a Docker engine runs (installs Debian's docker.io as root if needed)
 	bash deploy/ensure-docker.sh
 
-tools: ## Install the Debian tools tests use (dig, curl, openssl, ip, nsenter, iptables, docker-compose, ...)
+tools: ## Install the Debian tools tests use (dig, curl, openssl, ip, nsenter, iptables, docker-compose, gcc, ...)
 	bash deploy/ensure-packages.sh dig=dnsutils curl=curl openssl=openssl ip=iproute2 \
 		nsenter=util-linux iptables=iptables systemd-analyze=systemd promtool=prometheus \
+		gcc=gcc python3-config=python3-dev \
 		docker-compose=docker-compose
 
-bench-tools: ## Install the load generator and peer used by benchmarks (wrk, nginx)
-	bash deploy/ensure-packages.sh wrk=wrk nginx=nginx-light
+bench-tools: ## Install what benchmarks use (wrk, nginx, and gcc for the compiled proxy)
+	bash deploy/ensure-packages.sh wrk=wrk nginx=nginx-light gcc=gcc python3-config=python3-dev
 
 images: docker ## Build the local images (test backend, demo, Plane itself), only when their files changed
 	bash deploy/build-image.sh testbackend deploy/images/testbackend

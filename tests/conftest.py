@@ -16,6 +16,7 @@ import pytest
 from hypothesis import settings
 
 from shared import bus
+from tests.support import compiled
 from tests.support import docker as docker_support
 from tests.support.logtails import LOGS
 from tests.support.natsserver import NatsServer
@@ -24,6 +25,16 @@ from tests.support.natsserver import NatsServer
 # examples are derived from each test's name, so a run there can be repeated.
 settings.register_profile("plane", deadline=None, derandomize=bool(os.environ.get("CI")))
 settings.load_profile("plane")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get(compiled.ENV):
+        import drone.proxy
+
+        if not drone.proxy.compiled():
+            raise pytest.UsageError(
+                f"{compiled.ENV} is set but drone.proxy runs from {drone.proxy.__file__}"
+            )
 
 
 @pytest.hookimpl(wrapper=True)

@@ -27,3 +27,10 @@ Modules, by what they own:
   main; `control`: the messages between them;
 - `metrics`, `timer`.
 """
+
+
+def compiled() -> bool:
+    """Whether the hot modules run compiled (a wheel built with PLANE_COMPILE=1)."""
+    from drone.proxy import client
+
+    return not client.__file__.endswith(".py")

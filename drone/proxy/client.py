@@ -138,7 +138,7 @@ class ClientConnection(asyncio.Protocol):
         """Act on what h11 has parsed, until it needs more, a request is being
         answered, or reading is held. The parser is read afresh each time round:
         a request answered here (refused, say) starts the next one's at once."""
-        body: list[bytes] = []  # request body data of this turn, forwarded as one write
+        body: list[bytes | bytearray] = []  # request body data of this turn, forwarded as one write
         began = time.perf_counter()
         events = 0
         while not self._reading.held and self.state is State.OPEN:
@@ -181,12 +181,13 @@ class ClientConnection(asyncio.Protocol):
         if self._out:
             self.flush()
 
-    def _forward_body(self, body: list[bytes]) -> None:
+    def _forward_body(self, body: list[bytes | bytearray]) -> None:
         """Hand the body data parsed in this turn to the exchange at once, so that a
         flood of tiny chunks becomes a few writes toward the backend, not one each."""
         if not body:
             return
-        data = body[0] if len(body) == 1 else b"".join(body)
+        # h11 hands some body data over as a bytearray; bytes() copies only those
+        data = bytes(body[0]) if len(body) == 1 else b"".join(body)
         body.clear()
         if self.exchange is not None:
             self.exchange.request_data(data)

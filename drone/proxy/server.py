@@ -17,6 +17,7 @@ import ssl
 import msgspec
 from prometheus_client import CollectorRegistry
 
+import drone.proxy
 from drone.config import ProxySettings, proxy_workers
 from drone.proxy.client import ClientConnection
 from drone.proxy.context import ProxyContext
@@ -146,11 +147,12 @@ class ProxyServer:
         if self.certificates is not None:
             self.certificates.start(loop)
         log.info(
-            "proxy listening on %s:%d (%s)%s",
+            "proxy listening on %s:%d (%s)%s, %s",
             host,
             self.port,
             "https" if ssl_context else "http",
             f" in {self.processes} processes" if self.processes > 1 else "",
+            "compiled" if drone.proxy.compiled() else "pure Python",
         )
 
     async def _start_workers(self, host: str) -> None:

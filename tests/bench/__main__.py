@@ -11,7 +11,7 @@ from pathlib import Path
 
 import uvloop
 
-from tests.bench import flood, proxy, scale, scheduler, spawn, sweep, websocket, workers
+from tests.bench import flood, path, proxy, scale, scheduler, spawn, sweep, websocket, workers
 from tests.bench.harness import Results
 
 Runner = Callable[[Results, Path], Awaitable[None]]
@@ -19,6 +19,7 @@ Runner = Callable[[Results, Path], Awaitable[None]]
 SUITES: dict[str, Callable[..., Awaitable[None]]] = {
     "scheduler": scheduler.run,
     "proxy": proxy.run,
+    "path": path.run,
     "workers": workers.run,
     "websocket": websocket.run,
     "flood": flood.run,

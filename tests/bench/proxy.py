@@ -1,8 +1,9 @@
 """Small HTTP requests through a proxy, with wrk at 1, 16 and 64 keep-alive connections.
 
 Subjects, alternated: direct to the upstream (the floor), our drone proxy in
-a process of its own, and nginx as a reverse proxy (one worker, keep-alive
-upstream connections). The upstream is nginx returning a 20-byte body. Both
+a process of its own as the image ships it ("ours": the hot modules compiled)
+and from the sources ("ours-py": pure Python), and nginx as a reverse proxy
+(one worker, keep-alive upstream connections). The upstream is nginx returning a 20-byte body. Both
 proxies keep up to 64 idle upstream connections. Besides requests/s and
 latency, the proxy's CPU time over the run is read from /proc: when the load
 generator's CPU is what saturates, a proxy shows below 100 %, and requests per
@@ -52,8 +53,8 @@ class Subject:
 async def start_proxies(
     stack: contextlib.AsyncExitStack, workdir: Path, backend: str, upstream: int
 ) -> tuple[Server, nginx.Nginx]:
-    """Ours (routing `backend`) and nginx, both to the upstream port, both on the
-    subject CPUs; stopped when `stack` closes."""
+    """Ours as shipped (compiled, routing `backend`) and nginx, both to the upstream
+    port, both on the subject CPUs; stopped when `stack` closes."""
     ours = await our_proxy(workdir, {backend: upstream})
     stack.push_async_callback(ours.stop)
     peer = await nginx.reverse_proxy(workdir / "nginx", f"127.0.0.1:{upstream}", cpus=SUBJECT_CPUS)
@@ -93,9 +94,12 @@ async def run(results: Results, workdir: Path, *, quick: bool) -> None:
         upstream = await nginx.upstream(workdir / "upstream", cpus=LOAD_CPUS)
         stack.push_async_callback(upstream.stop)
         ours, peer = await start_proxies(stack, workdir, BACKEND, upstream.port)
+        pure = await our_proxy(workdir, {BACKEND: upstream.port}, pure=True)  # the sources
+        stack.push_async_callback(pure.stop)
         subjects = [
             Subject("direct", upstream.port),
             Subject("ours", ours.port, host_of(BACKEND), ours.pid),
+            Subject("ours-py", pure.port, host_of(BACKEND), pure.pid),
             Subject("nginx", peer.port, None, peer.proc.pid),
         ]
         for subject in subjects[1:]:  # warm up the proxies: connections, pools, caches
@@ -117,6 +121,8 @@ async def run(results: Results, workdir: Path, *, quick: bool) -> None:
                 target=">= 0.25", check=lambda v: v >= 0.25,
             )  # fmt: skip
             results.ratio(BENCH, case, "req per CPU-second", "ours", "nginx")
+            results.ratio(BENCH, case, "requests/s", "ours-py", "nginx")
+            results.ratio(BENCH, case, "requests/s", "ours", "ours-py")
         else:
             results.ratio(BENCH, case, "requests/s", "ours", "nginx")
     results.difference(

@@ -14,6 +14,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
+import drone.proxy
 from drone.config import ProxySettings
 from drone.proxy.server import ProxyServer
 from drone.routes import ActivityTracker, RouteTable
@@ -57,7 +58,8 @@ def main() -> None:
         if server.fleet is not None:
             await server.fleet.synced()  # every process has the routes
         try:
-            print(f"listening {server.port}", flush=True)
+            build = "compiled" if drone.proxy.compiled() else "pure"
+            print(f"listening {server.port} {build}", flush=True)
             await stop.wait()
         finally:
             await server.stop(grace=1.0)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from tests.bench.harness import Results
+from tests.support import compiled
 
 
 def _cpu_split() -> tuple[frozenset[int], frozenset[int]]:
@@ -113,6 +114,7 @@ class Server(Proc):
     def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
         super().__init__(proc)
         self.port = port
+        self.said: list[str] = []  # what followed the port on its `listening` line
 
     @property
     def pid(self) -> int:
@@ -120,12 +122,19 @@ class Server(Proc):
 
     @classmethod
     async def launch(
-        cls, argv: list[str], log: Path, *, cpus: frozenset[int] | None = None, timeout: float = 30
+        cls,
+        argv: list[str],
+        log: Path,
+        *,
+        cpus: frozenset[int] | None = None,
+        timeout: float = 30,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> Server:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as err:
             proc = await asyncio.create_subprocess_exec(
-                *pinned(cpus, argv), stdout=asyncio.subprocess.PIPE, stderr=err
+                *pinned(cpus, argv), stdout=asyncio.subprocess.PIPE, stderr=err, env=env, cwd=cwd
             )
         assert proc.stdout is not None
         try:
@@ -133,7 +142,9 @@ class Server(Proc):
                 while True:
                     line = await proc.stdout.readline()
                     if line.startswith(b"listening "):
-                        return cls(proc, int(line.split()[1]))
+                        server = cls(proc, int(line.split()[1]))
+                        server.said = line.decode().split()[2:]
+                        return server
                     if not line:
                         await proc.wait()
                         break
@@ -153,16 +164,35 @@ def host_of(backend: str) -> str:
 
 
 async def our_proxy(
-    workdir: Path, routes: dict[str, int], *, workers: int = 1, pin: bool = True
+    workdir: Path,
+    routes: dict[str, int],
+    *,
+    workers: int = 1,
+    pin: bool = True,
+    pure: bool = False,
 ) -> Server:
     """Our drone proxy in its own process(es), on the subject CPUs unless `pin` is
-    false; routes: backend → port."""
+    false; routes: backend → port. It runs the build the image ships (the hot
+    modules compiled, tests/support/compiled.py) unless `pure` asks for the
+    checkout's sources."""
     argv = [sys.executable, "-m", "tests.bench.proxyproc", "--cluster", CLUSTER]
     argv += ["--workers", str(workers)]
     for backend, port in routes.items():
         argv += ["--route", f"{backend}=127.0.0.1:{port}"]
-    log = workdir / f"ours-{workers}w.log"
-    return await Server.launch(argv, log, cpus=SUBJECT_CPUS if pin else None)
+    build = "pure" if pure else "compiled"
+    log = workdir / f"ours-{workers}w-{build}.log"
+    cpus = SUBJECT_CPUS if pin else None
+    if pure:
+        server = await Server.launch(argv, log, cpus=cpus)
+    else:
+        # From the workdir, so that `python -m` does not put the checkout's sources
+        # before the installed wheel; the checkout after it, for tests.bench.
+        env = {**os.environ, "PYTHONPATH": f"{compiled.site()}:{compiled.ROOT}"}
+        server = await Server.launch(argv, log, cpus=cpus, env=env, cwd=workdir)
+    if server.said != [build]:
+        await server.stop()
+        raise RuntimeError(f"the proxy was to run {build}, and runs {server.said}")
+    return server
 
 
 async def ws_upstream(workdir: Path) -> Server:
