@@ -82,7 +82,7 @@ class JetStream:
                     replicas=replicas,
                 )
         except (nats.errors.Error, TimeoutError) as exc:
-            raise StoreError(f"cannot set up JetStream streams: {_describe(exc)}") from None
+            raise StoreError(f"cannot set up JetStream streams: {describe(exc)}") from None
 
     @property
     def replicas(self) -> int:
@@ -105,11 +105,11 @@ class JetStream:
                 # No stream answered. With other subscribers on the subject that
                 # looks like a timeout, so ask whether the stream is there at all.
                 if attempt == 2 or await self._stream_exists(stream):
-                    raise StoreError(f"{subject} not stored: {_describe(exc)}") from None
+                    raise StoreError(f"{subject} not stored: {describe(exc)}") from None
                 log.warning("stream %s is missing; setting up the streams again", stream)
                 await self.ensure_streams()
             except (nats.errors.Error, TimeoutError) as exc:
-                raise StoreError(f"{subject} not stored: {_describe(exc)}") from None
+                raise StoreError(f"{subject} not stored: {describe(exc)}") from None
             else:
                 return not ack.duplicate
         raise AssertionError("unreachable")
@@ -121,7 +121,7 @@ class JetStream:
         except nats.js.errors.NotFoundError:
             return False
         except (nats.errors.Error, TimeoutError) as exc:
-            raise StoreError(f"cannot look up stream {stream}: {_describe(exc)}") from None
+            raise StoreError(f"cannot look up stream {stream}: {describe(exc)}") from None
         return True
 
     async def read(
@@ -141,7 +141,7 @@ class JetStream:
             async with asyncio.timeout(self._timeout):
                 info = await self._js.stream_info(stream)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise StoreError(f"cannot read stream {stream}: {_describe(exc)}") from None
+            raise StoreError(f"cannot read stream {stream}: {describe(exc)}") from None
         if not info.state.messages:
             return 0
         policy = DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else DeliverPolicy.ALL
@@ -166,9 +166,9 @@ class JetStream:
                     log.debug("unsubscribe from %s: %s", stream, exc)
         except (nats.errors.Error, TimeoutError) as exc:
             raise StoreError(
-                f"reading stream {stream} stopped after {count} messages: {_describe(exc)}"
+                f"reading stream {stream} stopped after {count} messages: {describe(exc)}"
             ) from None
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -21,6 +21,7 @@ from shared.protocol import BackendState, DroneState
 
 class ScheduleOutcome(enum.StrEnum):
     SCHEDULED = "scheduled"
+    LOCK_HELD = "lock_held"  # a lock's running holder was returned
     NO_DRONE = "no_drone"
     INVALID = "invalid"
     ERROR = "error"

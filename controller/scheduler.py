@@ -23,6 +23,14 @@ drone that has not been heard without it since (see `controller.index`), is
 refused with `InvalidRequest`: one ID never runs twice. The ID is reserved in
 the index before the first drone is asked, so a concurrent second request for
 it is refused too; the reservation is dropped if no drone takes the backend.
+
+A request with a `lock` is get-or-create (`controller.locks`): the lock table
+in JetStream says whether a live backend holds the lock (it is returned,
+`spawned: false`), another request is placing one (it is waited for), or the
+lock is free (this request claims it, then places its backend as above). The
+lock is freed when no drone takes the backend, and when the backend ends:
+right away by the controller that placed it, else by the next request that
+finds its holder ended.
 """
 
 from __future__ import annotations
@@ -35,19 +43,28 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+import msgspec
+
 from controller.index import BackendIndex
+from controller.jetstream import StoreError
+from controller.locks import Action, Decision, LockRecord, decide, fetch_answer, lock_key
+from controller.lockstore import LockStore
 from controller.metrics import ControllerMetrics, ScheduleOutcome
 from controller.registry import DroneRegistry, SpawnOutcome
 from shared import bus, subjects
 from shared.ids import cluster_token, is_valid_cluster, new_id
 from shared.protocol import (
+    NO_BACKEND_FOR_LOCK,
     NO_DRONE_AVAILABLE,
     BackendState,
+    FetchRequest,
+    FetchResponse,
     ScheduleReply,
     ScheduleRequest,
     ScheduleResponse,
     SpawnReply,
     SpawnRequest,
+    TerminationRequest,
     invalid_request,
     scheduled,
     utc_now,
@@ -61,6 +78,10 @@ TOKEN_LENGTH = 30
 DEADLINE_MARGIN_SECS = 1.0
 NO_RESPONDERS_PAUSE_SECS = 0.05
 MAX_CLUSTER_CHECKS = 4096
+CLAIM_MARGIN_SECS = 2.0  # past the last spawn deadline, for the drone's report to arrive
+LOCK_POLL_SECS = 0.005  # waiting for another request's claim: first pause, doubled each time
+LOCK_POLL_MAX_SECS = 0.1
+MAX_HELD_LOCKS = 1_000_000  # locks this controller frees itself; beyond, the next request does
 
 
 def bearer_token() -> str:
@@ -75,6 +96,7 @@ class Scheduler:
         registry: DroneRegistry,
         index: BackendIndex,
         metrics: ControllerMetrics,
+        locks: LockStore,
         *,
         spawn_timeout: float,
         attempts: int,
@@ -90,6 +112,11 @@ class Scheduler:
         self._on_cluster = on_cluster
         self._clock = clock
         self._cluster_checked: dict[tuple[str, str], str | None] = {}
+        self._locks = locks
+        self._held: dict[str, tuple[str, int]] = {}  # backend → (lock key, revision)
+        # After this, no drone can still take a claim's backend (each spawn's deadline
+        # falls within its offer's timeout), so an unfinished claim is abandoned.
+        self._claim_timeout = timedelta(seconds=self._attempts * spawn_timeout + CLAIM_MARGIN_SECS)
 
     async def handle(self, request: ScheduleRequest, subject: str) -> ScheduleResponse:
         started = time.perf_counter()
@@ -115,7 +142,142 @@ class Scheduler:
         problem = self._cluster_problem(cluster, subject)
         if problem is not None:
             return invalid_request(problem), ScheduleOutcome.INVALID
-        backend_id = request.backend_id or new_id()
+        if request.lock is not None:
+            try:
+                return await self._schedule_locked(request, request.lock)
+            except StoreError as exc:
+                log.warning("lock table: %s", exc, extra={"cluster": cluster})
+                return invalid_request(f"lock table unavailable: {exc}"), ScheduleOutcome.ERROR
+        token = bearer_token() if request.require_bearer_token else None
+        return await self._place(request, request.backend_id or new_id(), token)
+
+    async def _schedule_locked(
+        self, request: ScheduleRequest, lock: str
+    ) -> tuple[ScheduleResponse, ScheduleOutcome]:
+        """Get or create: the lock's live holder, else a new backend that holds it.
+
+        The first try creates the record without reading it (most locks asked
+        for are new); every lost race reads again and decides again
+        (`controller.locks.decide`)."""
+        key = lock_key(request.cluster, lock)
+        give_up = self._clock() + self._claim_timeout.total_seconds() + self._spawn_timeout
+        pause = LOCK_POLL_SECS
+        found: tuple[LockRecord, int] | None = None
+        decision = Decision(Action.CLAIM)
+        while True:
+            record, revision = found if found is not None else (None, 0)
+            if decision.action is Action.RETURN and record is not None:
+                assert record.drone is not None
+                reply = scheduled(record.drone, record.backend_id, record.bearer_token, False)
+                return reply, ScheduleOutcome.LOCK_HELD
+            if decision.action is Action.ADOPT and record is not None:
+                held = msgspec.structs.replace(record, drone=decision.drone)
+                if await self._locks.update(key, held, revision) is not None:
+                    log.info("lock %r adopted: %s", lock, decision.why, extra=_extra(held))
+                    reply = scheduled(held.drone or "", held.backend_id, held.bearer_token, False)
+                    return reply, ScheduleOutcome.LOCK_HELD
+            elif decision.action is Action.CLAIM or decision.action is Action.REPLACE:
+                claim = LockRecord(
+                    cluster=request.cluster,
+                    lock=lock,
+                    backend_id=request.backend_id or new_id(),
+                    claimed_at=utc_now(),
+                    bearer_token=bearer_token() if request.require_bearer_token else None,
+                )
+                if decision.action is Action.CLAIM:
+                    claimed = await self._locks.create(key, claim)
+                else:
+                    claimed = await self._locks.update(key, claim, revision)
+                    if claimed is not None:
+                        log.info("lock %r taken again: %s", lock, decision.why, extra=_extra(claim))
+                if claimed is not None:
+                    return await self._place_claimed(request, key, claim, claimed)
+            elif decision.action is Action.WAIT:
+                if self._clock() > give_up:
+                    return NO_DRONE_AVAILABLE, ScheduleOutcome.NO_DRONE
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, LOCK_POLL_MAX_SECS)
+            found = await self._locks.get(key)
+            holder = self._index.get(found[0].backend_id) if found is not None else None
+            decision = decide(found[0] if found else None, holder, utc_now(), self._claim_timeout)
+
+    async def _place_claimed(
+        self, request: ScheduleRequest, key: str, claim: LockRecord, revision: int
+    ) -> tuple[ScheduleResponse, ScheduleOutcome]:
+        """Place the claim's backend; record its drone, or free the lock if none took it."""
+        reply, outcome = await self._place(
+            request, claim.backend_id, claim.bearer_token, claim.lock
+        )
+        placed = reply.Scheduled if isinstance(reply, ScheduleReply) else None
+        if placed is None:
+            await self._locks.delete(key, revision)
+            return reply, outcome
+        held = msgspec.structs.replace(claim, drone=placed.drone)
+        held_revision = await self._locks.update(key, held, revision)
+        if held_revision is None:
+            # Only if placing outlasted the claim timeout, which the spawn deadlines
+            # rule out; the lock then names another backend, so this one must go.
+            log.error("lock %r was taken over while placed; stopping it", claim.lock)
+            await self._terminate(request.cluster, claim.backend_id)
+            return NO_DRONE_AVAILABLE, ScheduleOutcome.NO_DRONE
+        if len(self._held) < MAX_HELD_LOCKS:
+            self._held[claim.backend_id] = (key, held_revision)
+        return reply, outcome
+
+    def holds(self, backend_id: str) -> bool:
+        """Whether this controller placed `backend_id` for a lock it still holds."""
+        return backend_id in self._held
+
+    async def release(self, backend_id: str) -> None:
+        """The backend ended: free the lock it holds, if this controller placed it
+        (any other holder's lock is freed by the next request for it)."""
+        held = self._held.pop(backend_id, None)
+        if held is None:
+            return
+        key, revision = held
+        try:
+            if await self._locks.delete(key, revision):
+                log.debug("lock freed", extra={"backend": backend_id})
+        except StoreError as exc:
+            log.warning("lock not freed (the next request frees it): %s", exc)
+
+    async def _terminate(self, cluster: str, backend_id: str) -> None:
+        message = TerminationRequest(cluster_id=cluster, backend_id=backend_id)
+        try:
+            await bus.publish(self._nc, subjects.terminate(cluster, backend_id), message)
+        except Exception as exc:
+            log.warning("termination not sent: %s", exc, extra={"backend": backend_id})
+
+    async def fetch(self, request: FetchRequest, subject: str) -> FetchResponse:
+        """The backend holding a lock, or "NoBackendForLock"; a claim is waited for."""
+        problem = self._cluster_problem(request.cluster, subject)
+        if problem is not None:
+            return invalid_request(problem)
+        key = lock_key(request.cluster, request.lock)
+        give_up = self._clock() + self._spawn_timeout
+        pause = LOCK_POLL_SECS
+        try:
+            while True:
+                found = await self._locks.get(key)
+                record = found[0] if found is not None else None
+                holder = self._index.get(record.backend_id) if record is not None else None
+                answer = fetch_answer(record, holder)
+                if answer is not None:
+                    assert answer.drone is not None
+                    return scheduled(answer.drone, answer.backend_id, answer.bearer_token, None)
+                if record is None or not record.claimed or self._clock() > give_up:
+                    return NO_BACKEND_FOR_LOCK
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, LOCK_POLL_MAX_SECS)
+        except StoreError as exc:
+            log.warning("lock table: %s", exc, extra={"cluster": request.cluster})
+            return invalid_request(f"lock table unavailable: {exc}")
+
+    async def _place(
+        self, request: ScheduleRequest, backend_id: str, token: str | None, lock: str | None = None
+    ) -> tuple[ScheduleResponse, ScheduleOutcome]:
+        """Reserve the ID, then offer the backend to up to `attempts` drones."""
+        cluster = request.cluster
         in_the_way = self._index.reserve(backend_id, cluster, utc_now())
         if in_the_way is not None:
             if in_the_way.state is BackendState.LOST:
@@ -131,7 +293,6 @@ class Scheduler:
                 )
             return invalid_request(message), ScheduleOutcome.INVALID
         self._on_cluster(cluster)
-        token = bearer_token() if request.require_bearer_token else None
         tried: list[str] = []
         invalid: list[str] = []
         try:
@@ -141,7 +302,7 @@ class Scheduler:
                     break
                 tried.append(drone)
                 self._index.assign(backend_id, drone)
-                outcome, why = await self._offer(drone, request, backend_id, token)
+                outcome, why = await self._offer(drone, request, backend_id, token, lock)
                 if outcome is SpawnOutcome.ACCEPTED:
                     return scheduled(drone, backend_id, token), ScheduleOutcome.SCHEDULED
                 if outcome is SpawnOutcome.INVALID:
@@ -187,7 +348,12 @@ class Scheduler:
         return None
 
     async def _offer(
-        self, drone: str, request: ScheduleRequest, backend_id: str, token: str | None
+        self,
+        drone: str,
+        request: ScheduleRequest,
+        backend_id: str,
+        token: str | None,
+        lock: str | None,
     ) -> tuple[SpawnOutcome, str]:
         """Ask one drone to run the backend; the registry learns how it went."""
         deadline = utc_now() + timedelta(seconds=self._spawn_timeout - self._deadline_margin)
@@ -200,6 +366,7 @@ class Scheduler:
             executable=request.executable,
             bearer_token=token,
             deadline=deadline,
+            lock=lock,
         )
         outcome, why = SpawnOutcome.FAILED, ""
         try:
@@ -255,3 +422,7 @@ class Scheduler:
                     raise
             self._metrics.spawn_retries.inc()
             await asyncio.sleep(NO_RESPONDERS_PAUSE_SECS)
+
+
+def _extra(record: LockRecord) -> dict[str, str]:
+    return {"backend": record.backend_id, "cluster": record.cluster}

@@ -50,6 +50,7 @@ from controller.jetstream import (
     StoreError,
     StreamLimits,
 )
+from controller.lockstore import LockStore
 from controller.metrics import ControllerMetrics
 from controller.registry import (
     Change,
@@ -70,6 +71,7 @@ from shared.protocol import (
     DroneInfo,
     DroneStatusMessage,
     FenceBackends,
+    FetchRequest,
     ScheduleRequest,
     SetAcmeDnsRecord,
     SetDnsRecord,
@@ -167,17 +169,22 @@ class Controller:
             may_set=self._drone_may_set,
             on_refused=self.metrics.refused[Refusal.BAD_RECORD].inc,
         )
+        locks = LockStore(nc, replicas=store.replicas, timeout=s.nats_timeout_secs)
+        self._locks = locks
         scheduler = Scheduler(
             nc,
             self.registry,
             self.index,
             self.metrics,
+            locks,
             spawn_timeout=s.spawn_timeout_secs,
             attempts=s.spawn_attempts,
             on_cluster=self.zones.note_cluster,
         )
+        self._scheduler = scheduler
         try:
             await store.ensure_streams()
+            await locks.ensure()
             await self._subscribe_feeds(nc)
             # live feeds first, so nothing falls between them and the read
             await bus.settle(nc, self.settings.nats_timeout_secs)
@@ -236,6 +243,8 @@ class Controller:
 
         for subject in self._per_cluster(subjects.schedule, subjects.SCHEDULE_ALL):
             await work(subject, ScheduleRequest, scheduler.handle, scheduler.undecodable)
+        for subject in self._per_cluster(subjects.fetch, subjects.FETCH_ALL):
+            await work(subject, FetchRequest, scheduler.fetch)
         relay = [
             *self._per_cluster(
                 lambda c: subjects.update_backend_state(c, "*"), subjects.BACKEND_STATUS_ALL
@@ -374,6 +383,8 @@ class Controller:
     async def _on_state(self, msg: BackendStateMessage, subject: str) -> None:
         if self.index.apply(msg):
             self.zones.note_cluster(msg.cluster)
+        if msg.state.terminal and self._scheduler.holds(msg.backend):
+            self._spawn(self._scheduler.release(msg.backend))
 
     async def _fence(self, drone: str, cluster: str, running: list[str]) -> None:
         """Stop what the drone runs against the index; free the Lost IDs it no longer runs."""
@@ -434,6 +445,7 @@ class Controller:
     async def _resync(self) -> None:
         try:
             await self._store.ensure_streams()
+            await self._locks.ensure()
             await self._catch_up()
         except StoreError as exc:
             log.warning("catching up after a reconnect failed: %s", exc)

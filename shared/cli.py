@@ -94,14 +94,16 @@ async def cmd_spawn(plane: PlaneClient, args: argparse.Namespace, out: Output) -
         password=args.password,
         limits=limits,
         volume_mounts=_mounts(args.mount),
+        lock=args.lock,
     )
     scheduled = await plane.schedule(request)
     url = plane.url(scheduled.backend_id)
     result = {**msgspec.to_builtins(scheduled), "url": url}
-    out.emit(
-        {"event": "scheduled", **result} if args.wait else result,
-        f"backend {scheduled.backend_id} scheduled on drone {scheduled.drone}",
-    )
+    if scheduled.spawned is False:
+        text = f"backend {scheduled.backend_id} holds lock {args.lock}, on drone {scheduled.drone}"
+    else:
+        text = f"backend {scheduled.backend_id} scheduled on drone {scheduled.drone}"
+    out.emit({"event": "scheduled", **result} if args.wait else result, text)
     if scheduled.bearer_token and not out.as_json:
         out.emit(None, f"bearer token: {scheduled.bearer_token}")
     if not args.wait:
@@ -162,6 +164,18 @@ async def cmd_stats(plane: PlaneClient, args: argparse.Namespace, out: Output) -
             )
             if not args.follow:
                 return 0
+    return 0
+
+
+async def cmd_fetch(plane: PlaneClient, args: argparse.Namespace, out: Output) -> int:
+    found = await plane.fetch(args.lock)
+    if found is None:
+        raise PlaneError(f"no backend holds lock {args.lock}")
+    url = plane.url(found.backend_id)
+    out.emit(
+        {**msgspec.to_builtins(found), "lock": args.lock, "url": url},
+        f"backend {found.backend_id} holds lock {args.lock}, on drone {found.drone}: {url}",
+    )
     return 0
 
 
@@ -278,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     spawn.add_argument("--backend-id", help="choose the backend ID (DNS label)")
     spawn.add_argument("--bearer-token", action="store_true", help="require a bearer token")
     spawn.add_argument(
+        "--lock", metavar="KEY", help="get or create: the live backend holding KEY, else a new one"
+    )
+    spawn.add_argument(
         "--pull-policy",
         choices=[p.value for p in PullPolicy],
         default=PullPolicy.IF_NOT_PRESENT.value,
@@ -308,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--follow", "-f", action="store_true")
     stats.add_argument("--stats-timeout", type=float, default=15.0, metavar="SECS")
     stats.set_defaults(run=cmd_stats)
+
+    fetch = sub.add_parser("fetch", help="the backend holding a lock (exits 1 if none does)")
+    fetch.add_argument("lock", metavar="KEY")
+    fetch.set_defaults(run=cmd_fetch)
 
     terminate = sub.add_parser("terminate", help="stop a backend")
     terminate.add_argument("backend")

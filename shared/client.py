@@ -25,6 +25,7 @@ from nats.js.api import DeliverPolicy
 
 from shared import bus, subjects, wire
 from shared.protocol import (
+    NO_BACKEND_FOR_LOCK,
     NO_DRONE_AVAILABLE,
     BackendInfo,
     BackendState,
@@ -35,6 +36,8 @@ from shared.protocol import (
     DroneInfo,
     DroneLogMessage,
     Executable,
+    FetchRequest,
+    FetchResponse,
     PullPolicy,
     ResourceLimits,
     ScheduledBackend,
@@ -108,6 +111,7 @@ def build_request(
     password: str | None = None,
     limits: ResourceLimits | None = None,
     volume_mounts: list[dict[str, Any]] | None = None,
+    lock: str | None = None,
 ) -> ScheduleRequest:
     """A ScheduleRequest from keyword arguments, validated like the controller would."""
     credentials = None
@@ -123,6 +127,7 @@ def build_request(
         max_idle_secs=max_idle_secs,
         metadata=dict(metadata or {}),
         require_bearer_token=require_bearer_token,
+        lock=lock,
         executable=Executable(
             image=image,
             env=dict(env or {}),
@@ -207,6 +212,20 @@ class PlaneClient:
         )
         if reply == NO_DRONE_AVAILABLE:
             raise NoDroneAvailable(f"no drone available in cluster {request.cluster}")
+        assert isinstance(reply, ScheduleReply)
+        if reply.InvalidRequest is not None:
+            raise InvalidRequest(reply.InvalidRequest.message)
+        assert reply.Scheduled is not None
+        return reply.Scheduled
+
+    async def fetch(self, lock: str) -> ScheduledBackend | None:
+        """The backend holding `lock` in this cluster (None: none does); never spawns."""
+        request = FetchRequest(cluster=self.cluster, lock=lock)
+        reply: FetchResponse = await self._request(
+            subjects.fetch(self.cluster), request, FetchResponse
+        )
+        if reply == NO_BACKEND_FOR_LOCK:
+            return None
         assert isinstance(reply, ScheduleReply)
         if reply.InvalidRequest is not None:
             raise InvalidRequest(reply.InvalidRequest.message)

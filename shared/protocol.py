@@ -54,6 +54,11 @@ ImageReference = Annotated[
     str, msgspec.Meta(min_length=1, max_length=reference.MAX_REFERENCE_LENGTH)
 ]
 IpText = Annotated[str, msgspec.Meta(max_length=45)]  # the longest IPv6 text form
+MAX_LOCK_LENGTH = 128
+# A session key: a backend ID's characters plus `.`, `_`, `/` and `:` (late Plane 0.3).
+Lock = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_LOCK_LENGTH, pattern=r"^[a-zA-Z0-9._/:-]+$")
+]
 
 
 def utc_now() -> datetime:
@@ -185,12 +190,17 @@ class ScheduleRequest(Message, kw_only=True):
     metadata: Metadata = {}
     executable: Executable
     require_bearer_token: bool = False
+    # (late 0.3) Get-or-create: the live backend holding this lock, else a new one that holds it.
+    lock: Lock | None = None
 
 
 class ScheduledBackend(Message, kw_only=True, omit_defaults=True):
     drone: str
     backend_id: str
     bearer_token: str | None = None
+    # (late 0.3) False when the lock's running holder was returned. Always set in a
+    # schedule reply (never None there, so never omitted); a fetch reply leaves it out.
+    spawned: bool | None = None
 
 
 class InvalidRequestBody(Message, kw_only=True):
@@ -212,10 +222,25 @@ NO_DRONE_AVAILABLE: Literal["NoDroneAvailable"] = "NoDroneAvailable"
 ScheduleResponse = ScheduleReply | Literal["NoDroneAvailable"]
 
 
-def scheduled(drone: str, backend_id: str, bearer_token: str | None = None) -> ScheduleReply:
+def scheduled(
+    drone: str, backend_id: str, bearer_token: str | None = None, spawned: bool | None = True
+) -> ScheduleReply:
     return ScheduleReply(
-        Scheduled=ScheduledBackend(drone=drone, backend_id=backend_id, bearer_token=bearer_token)
+        Scheduled=ScheduledBackend(
+            drone=drone, backend_id=backend_id, bearer_token=bearer_token, spawned=spawned
+        )
     )
+
+
+class FetchRequest(Message, kw_only=True):
+    """(late 0.3) On `cluster.{c}.fetch`: the backend holding a lock, never spawning one."""
+
+    cluster: WireCluster
+    lock: Lock
+
+
+NO_BACKEND_FOR_LOCK: Literal["NoBackendForLock"] = "NoBackendForLock"
+FetchResponse = ScheduleReply | Literal["NoBackendForLock"]
 
 
 def invalid_request(message: str) -> ScheduleReply:
@@ -235,6 +260,7 @@ class SpawnRequest(Message, kw_only=True):
     # (ext) A drone that reads the request after this time refuses it: the
     # controller has stopped waiting and may have placed the backend elsewhere.
     deadline: Timestamp | None = None
+    lock: Lock | None = None  # (late 0.3) the lock it holds; the container sees PLANE_LOCK
 
 
 SpawnReply = bool | ScheduleReply

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 # The streams each role reads through the JetStream API (create, update and
 # delete stay with the controllers, who own the streams, and with admins).
-CONTROLLER_STREAMS = ("backend_status", "dns_record", "backend_log")
+CONTROLLER_STREAMS = ("backend_status", "dns_record", "backend_log", "KV_plane_locks")
 READ_STREAMS = ("backend_status", "backend_log")
 
 
@@ -74,6 +74,7 @@ class Role:
 
 CLIENT_PUBLISH = (
     "cluster.{c}.schedule",
+    "cluster.{c}.fetch",
     "cluster.{c}.backend.*.terminate",
     "cluster.{c}.drones",
     "cluster.{c}.backends",
@@ -89,11 +90,13 @@ CONTROLLER = Role(
         "cluster.{c}.dns.TXT",
         "drone.*.spawn",
         "drone.*.fence",
+        "$KV.plane_locks.>",
         *js_own(CONTROLLER_STREAMS),
         *js_read(CONTROLLER_STREAMS),
     ),
     subscribe=(
         "cluster.{c}.schedule",
+        "cluster.{c}.fetch",
         "cluster.{c}.drones",
         "cluster.{c}.backends",
         "cluster.{c}.backend.*.status",

@@ -10,6 +10,7 @@ from shared.ids import cluster_token
 
 # Subjects served by the controller, in a queue group.
 SCHEDULE_ALL = "cluster.*.schedule"
+FETCH_ALL = "cluster.*.fetch"
 BACKEND_STATUS_ALL = "cluster.*.backend.*.status"
 DRONE_REGISTER = "drone.register"
 DRONE_STATUS_ALL = "drone.*.status"
@@ -30,6 +31,8 @@ BACKEND_STATUS_STREAM_SUBJECTS = "backend.*.status"
 BACKEND_LOG_STREAM = "backend_log"
 BACKEND_LOG_STREAM_SUBJECTS = "backend.*.log"
 DNS_RECORD_STREAM = "dns_record"
+LOCK_BUCKET = "plane_locks"  # JetStream KV: lock → the backend holding it
+LOCK_STREAM = f"KV_{LOCK_BUCKET}"
 
 # The queue group that controllers share, so each request is handled once.
 CONTROLLER_QUEUE = "plane-controller"
@@ -37,6 +40,11 @@ CONTROLLER_QUEUE = "plane-controller"
 
 def schedule(cluster: str) -> str:
     return f"cluster.{cluster_token(cluster)}.schedule"
+
+
+def fetch(cluster: str) -> str:
+    """(late 0.3) Ask for the backend holding a lock."""
+    return f"cluster.{cluster_token(cluster)}.fetch"
 
 
 def terminate(cluster: str, backend: str) -> str:

@@ -15,6 +15,8 @@ GOLDEN = Path(__file__).parent / "golden"
 MESSAGE_TYPES: dict[str, Any] = {
     "ScheduleRequest": protocol.ScheduleRequest,
     "ScheduleResponse": protocol.ScheduleResponse,
+    "FetchRequest": protocol.FetchRequest,
+    "FetchResponse": protocol.FetchResponse,
     "SpawnRequest": protocol.SpawnRequest,
     "TerminationRequest": protocol.TerminationRequest,
     "DrainDrone": protocol.DrainDrone,

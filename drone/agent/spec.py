@@ -19,6 +19,7 @@ from shared.protocol import DEFAULT_PORT, SpawnRequest
 
 CONTAINER_PREFIX = "plane-"
 BACKEND_ID_ENV = "PLANE_BACKEND_ID"  # the backend's own ID, for the program inside
+LOCK_ENV = "PLANE_LOCK"  # the lock the backend holds, when it was asked for by one
 PORT_ENV = "PORT"
 
 LABEL_BACKEND = "dev.plane.backend"
@@ -102,6 +103,8 @@ def container_config(
     # Ours win: the probe and the proxy rely on the port, the program on its ID.
     env[PORT_ENV] = str(backend_port(spawn))
     env[BACKEND_ID_ENV] = spawn.backend_id
+    if spawn.lock is not None:
+        env[LOCK_ENV] = spawn.lock
     return {
         "Image": spawn.executable.image,
         "Env": [f"{name}={value}" for name, value in env.items()],

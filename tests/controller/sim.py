@@ -50,6 +50,7 @@ class SimDrone:
         state: DroneState = DroneState.READY,
         reply_delay: float = 0.0,
         load: int = 0,
+        report_loading: bool = False,
     ) -> None:
         self.nc = nc
         self.drone_id = drone_id
@@ -61,6 +62,7 @@ class SimDrone:
         self.state = state
         self.reply_delay = reply_delay  # a slow drone: answers spawns this late
         self.load = load  # backends it claims beyond those it accepted (to order choices)
+        self.report_loading = report_loading  # report Loading once accepted, as drones do
         self.offers: list[SpawnRequest] = []  # every spawn request received
         self.accepted: list[SpawnRequest] = []
         self.offered = asyncio.Event()  # set on each offer; tests clear it
@@ -133,6 +135,8 @@ class SimDrone:
         if accept:
             self.accepted.append(request)
         await self.nc.publish(msg.reply, b"true" if accept else b"false")
+        if accept and self.report_loading:
+            await self.report(request.backend_id, BackendState.LOADING)
 
     async def _on_fence(self, msg: bus.Msg) -> None:
         await self.fences.put(wire.decode(FenceBackends, msg.data))

@@ -51,7 +51,9 @@ async def test_the_seed_pages_request_is_scheduled(
     reply = await schedule(nc, seed, SEED_CLUSTER)
 
     assert set(reply) == {"Scheduled"}
-    assert set(reply["Scheduled"]) == {"drone", "backend_id"}  # no token unless required
+    # No token unless required; `spawned` always (late 0.3 clients require it).
+    assert set(reply["Scheduled"]) == {"drone", "backend_id", "spawned"}
+    assert reply["Scheduled"]["spawned"] is True
     assert reply["Scheduled"]["drone"] == drone.drone_id
     backend_id = reply["Scheduled"]["backend_id"]
     assert len(backend_id) == 36 and backend_id == backend_id.lower()

@@ -8,6 +8,7 @@ import time
 
 import aiodocker
 import httpx
+import msgspec
 
 from shared import bus, subjects
 from shared.bus import NatsClient
@@ -203,6 +204,7 @@ async def test_backend_is_reachable_at_its_container_address(
 ) -> None:
     drone = await make_drone()
     request = spawn_request(drone, testbackend_image, port=9000)
+    request = msgspec.structs.replace(request, lock="doc:42/room_1")
     assert await spawn(nc, request)
     b = request.backend_id
     await sim.wait_state(b, R)
@@ -215,6 +217,7 @@ async def test_backend_is_reachable_at_its_container_address(
     env = dict(item.split("=", 1) for item in info["Config"]["Env"])
     assert env["PORT"] == "9000"
     assert env["PLANE_BACKEND_ID"] == b
+    assert env["PLANE_LOCK"] == "doc:42/room_1"
     assert info["Name"] == f"/plane-{b}"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiodocker
 import aiohttp
+import msgspec
 import pytest
 
 from drone.agent import admission, probe, spec, statedir
@@ -56,6 +57,9 @@ def test_container_config_carries_env_labels_and_limits() -> None:
     config = spec.container_config(spawn, "d1", CREATED, settings)
     assert config["Image"] == "img:1"
     assert sorted(config["Env"]) == ["A=1", "PLANE_BACKEND_ID=b1", "PORT=9000"]
+    locked = msgspec.structs.replace(spawn, lock="doc:42/room_1")
+    env = spec.container_config(locked, "d1", CREATED, settings)["Env"]
+    assert sorted(env) == ["A=1", "PLANE_BACKEND_ID=b1", "PLANE_LOCK=doc:42/room_1", "PORT=9000"]
     assert config["Labels"] == {
         "x": "y",
         "dev.plane.backend": "b1",

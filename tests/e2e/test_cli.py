@@ -109,6 +109,28 @@ async def test_json_output_parses(cluster: Cluster) -> None:
     assert [m["state"] for m in follow][-1] == "Terminated"
 
 
+async def test_spawn_with_a_lock_gets_or_creates_and_fetch_finds_it(cluster: Cluster) -> None:
+    lock = "doc:42/room_1"
+    assert await plane_fails(cluster, "fetch", lock) == f"plane: no backend holds lock {lock}\n"
+    first, second = await asyncio.gather(
+        plane_ok(cluster, "--json", "spawn", IMAGE, "--lock", lock, "--wait"),
+        plane_ok(cluster, "--json", "spawn", IMAGE, "--lock", lock, "--wait"),
+    )
+    made, found = json_lines(first)[0], json_lines(second)[0]
+    assert made["backend_id"] == found["backend_id"]
+    assert sorted([made["spawned"], found["spawned"]]) == [False, True]
+    backend = str(made["backend_id"])
+    assert json_lines(first)[-1]["event"] == json_lines(second)[-1]["event"] == "ready"
+    page = await cluster.get(cluster.drones[0], backend)
+    assert page.text == "hello from testbackend\n"
+
+    said = await plane_ok(cluster, "fetch", lock)
+    assert said.startswith(f"backend {backend} holds lock {lock}, on drone ")
+    await plane_ok(cluster, "terminate", backend)
+    await plane_ok(cluster, "status", backend, "--follow")
+    assert await plane_fails(cluster, "fetch", lock) == f"plane: no backend holds lock {lock}\n"
+
+
 async def test_spawn_with_a_bearer_token_prints_the_token_the_proxy_wants(
     cluster: Cluster,
 ) -> None:

@@ -59,7 +59,8 @@ async def seed_request_runs_until_swept(
 
     assert list(reply) == ["Scheduled"], reply
     scheduled = reply["Scheduled"]
-    assert set(scheduled) == {"drone", "backend_id"}, "no bearer token unless asked for"
+    assert set(scheduled) == {"drone", "backend_id", "spawned"}, "no bearer token unless asked for"
+    assert scheduled["spawned"] is True
     backend = scheduled["backend_id"]
     assert scheduled["drone"] == cluster.drones[0].drone_id
 
