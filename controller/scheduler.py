@@ -82,6 +82,7 @@ CLAIM_MARGIN_SECS = 2.0  # past the last spawn deadline, for the drone's report 
 LOCK_POLL_SECS = 0.005  # waiting for another request's claim: first pause, doubled each time
 LOCK_POLL_MAX_SECS = 0.1
 MAX_HELD_LOCKS = 1_000_000  # locks this controller frees itself; beyond, the next request does
+MAX_KNOWN_LOCKS = 100_000  # held records kept to answer without a read (then forgotten)
 
 
 def bearer_token() -> str:
@@ -114,6 +115,7 @@ class Scheduler:
         self._cluster_checked: dict[tuple[str, str], str | None] = {}
         self._locks = locks
         self._held: dict[str, tuple[str, int]] = {}  # backend → (lock key, revision)
+        self._known: dict[str, tuple[LockRecord, int]] = {}  # lock key → held record
         # After this, no drone can still take a claim's backend (each spawn's deadline
         # falls within its offer's timeout), so an unfinished claim is abandoned.
         self._claim_timeout = timedelta(seconds=self._attempts * spawn_timeout + CLAIM_MARGIN_SECS)
@@ -162,18 +164,26 @@ class Scheduler:
         key = lock_key(request.cluster, lock)
         give_up = self._clock() + self._claim_timeout.total_seconds() + self._spawn_timeout
         pause = LOCK_POLL_SECS
-        found: tuple[LockRecord, int] | None = None
-        decision = Decision(Action.CLAIM)
+        found = self._known.get(key)
+        if found is None:
+            decision = Decision(Action.CLAIM)
+        else:
+            decision = self._decide(found)
+            if decision.action is not Action.RETURN:
+                self._known.pop(key, None)
         while True:
             record, revision = found if found is not None else (None, 0)
             if decision.action is Action.RETURN and record is not None:
                 assert record.drone is not None
+                self._remember(key, record, revision)
                 reply = scheduled(record.drone, record.backend_id, record.bearer_token, False)
                 return reply, ScheduleOutcome.LOCK_HELD
             if decision.action is Action.ADOPT and record is not None:
                 held = msgspec.structs.replace(record, drone=decision.drone)
-                if await self._locks.update(key, held, revision) is not None:
+                adopted = await self._locks.update(key, held, revision)
+                if adopted is not None:
                     log.info("lock %r adopted: %s", lock, decision.why, extra=_extra(held))
+                    self._remember(key, held, adopted)
                     reply = scheduled(held.drone or "", held.backend_id, held.bearer_token, False)
                     return reply, ScheduleOutcome.LOCK_HELD
             elif decision.action is Action.CLAIM or decision.action is Action.REPLACE:
@@ -198,8 +208,19 @@ class Scheduler:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, LOCK_POLL_MAX_SECS)
             found = await self._locks.get(key)
-            holder = self._index.get(found[0].backend_id) if found is not None else None
-            decision = decide(found[0] if found else None, holder, utc_now(), self._claim_timeout)
+            decision = self._decide(found)
+
+    def _decide(self, found: tuple[LockRecord, int] | None) -> Decision:
+        record = found[0] if found is not None else None
+        holder = self._index.get(record.backend_id) if record is not None else None
+        return decide(record, holder, utc_now(), self._claim_timeout)
+
+    def _remember(self, key: str, record: LockRecord, revision: int) -> None:
+        """Keep a held lock's record: asked again, it is answered with no read while
+        the index holds its backend as live (a held record changes only after that)."""
+        if len(self._known) >= MAX_KNOWN_LOCKS:
+            self._known.clear()
+        self._known[key] = (record, revision)
 
     async def _place_claimed(
         self, request: ScheduleRequest, key: str, claim: LockRecord, revision: int
@@ -222,6 +243,7 @@ class Scheduler:
             return NO_DRONE_AVAILABLE, ScheduleOutcome.NO_DRONE
         if len(self._held) < MAX_HELD_LOCKS:
             self._held[claim.backend_id] = (key, held_revision)
+        self._remember(key, held, held_revision)
         return reply, outcome
 
     def holds(self, backend_id: str) -> bool:
@@ -235,6 +257,7 @@ class Scheduler:
         if held is None:
             return
         key, revision = held
+        self._known.pop(key, None)
         try:
             if await self._locks.delete(key, revision):
                 log.debug("lock freed", extra={"backend": backend_id})

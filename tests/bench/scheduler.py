@@ -2,16 +2,23 @@
 
 Subjects, alternated: the floor (a raw nats-py request/reply to a trivial
 responder), one controller, two controllers (separate processes, one queue
-group). Load: a fixed number of requests kept in flight for a fixed time.
+group), and one controller asked with a lock: a new lock each request (each
+claims the lock, places a backend, records its drone), and a few locks asked
+again and again (each answered with the running holder). Load: a fixed number
+of requests kept in flight for a fixed time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import msgspec
 
 from shared import bus, protocol, subjects, wire
 from tests.bench.dronesim import ECHO_SUBJECT
@@ -23,20 +30,25 @@ CLUSTER = "bench.test"
 BIN = Path(sys.executable).parent
 
 
+Payload = bytes | Callable[[], bytes]
+
+
 async def load(
-    nc: bus.NatsClient, subject: str, payload: bytes, *, concurrency: int, seconds: float
+    nc: bus.NatsClient, subject: str, payload: Payload, *, concurrency: int, seconds: float
 ) -> tuple[float, list[float], int]:
-    """Keep `concurrency` requests in flight; returns (req/s, latencies in ms, failures)."""
+    """Keep `concurrency` requests in flight; returns (req/s, latencies in ms, failures).
+    `payload` is the request, or makes each one."""
     latencies: list[float] = []
     failures = 0
     deadline = time.perf_counter() + seconds
+    make = payload if callable(payload) else lambda: payload
 
     async def worker() -> None:
         nonlocal failures
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             try:
-                reply = await nc.request(subject, payload, timeout=5)
+                reply = await nc.request(subject, make(), timeout=5)
             except Exception:
                 failures += 1
                 continue
@@ -86,7 +98,7 @@ class Case:
         if n:
             await wait_for_drones(self.nc, self.count)
 
-    async def measure(self, name: str, subject: str, payload: bytes, seconds: float) -> None:
+    async def measure(self, name: str, subject: str, payload: Payload, seconds: float) -> None:
         rps, lat, failed = await load(self.nc, subject, payload, concurrency=32, seconds=seconds)
         p50, p99 = percentile(lat, 50), percentile(lat, 99)
         self.results.add("scheduler", self.name, name, "requests/s", rps, "req/s")
@@ -115,6 +127,14 @@ async def run(results: Results, workdir: Path, *, quick: bool) -> None:
     )
     payload = wire.encode(request)
     schedule = subjects.schedule(CLUSTER)
+    locks = itertools.count()
+
+    def new_lock() -> bytes:
+        return wire.encode(msgspec.structs.replace(request, lock=f"bench-{next(locks)}"))
+
+    def held_lock() -> bytes:
+        return wire.encode(msgspec.structs.replace(request, lock=f"held-{next(locks) % 8}"))
+
     try:
         for count in drone_counts:
             argv = [
@@ -135,8 +155,16 @@ async def run(results: Results, workdir: Path, *, quick: bool) -> None:
                 await case.set_controllers(2)
                 await case.measure("2 controllers", schedule, payload, seconds)
 
+            async def locked(case: Case = case) -> None:
+                await case.set_controllers(1)
+                await case.measure("1 controller, locked", schedule, new_lock, seconds)
+
+            async def held(case: Case = case) -> None:
+                await case.set_controllers(1)
+                await case.measure("1 controller, held", schedule, held_lock, seconds)
+
             try:
-                await alternate(rounds, [floor, one, two])
+                await alternate(rounds, [floor, one, two, locked, held])
             finally:
                 await case.stop()
                 await sim.stop()
@@ -147,6 +175,21 @@ async def run(results: Results, workdir: Path, *, quick: bool) -> None:
             results.ratio(
                 "scheduler", case.name, "p50", "1 controller", "raw request/reply",
                 target="< 4", check=lambda v: v < 4,
+            )  # fmt: skip
+            locked_rate = results.figure(
+                "scheduler", case.name, "1 controller, locked", "requests/s"
+            )
+            if locked_rate is not None:
+                results.ratio(
+                    "scheduler", case.name, "requests/s", "1 controller, locked", "1 controller",
+                )  # fmt: skip
+                results.note(
+                    f"scheduler {case.name}: locked schedules/s per controller "
+                    f"{locked_rate.median:,.0f} (target >= 1,000)"
+                )
+            results.ratio(
+                "scheduler", case.name, "p50", "1 controller, locked", "1 controller",
+                target="<= 2", check=lambda v: v <= 2,
             )  # fmt: skip
     finally:
         with contextlib.suppress(Exception):
