@@ -16,7 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from controller.dnsanswer import Result
 from controller.identity import Refusal
 from controller.registry import SpawnOutcome
-from shared.protocol import BackendState, DroneState
+from shared.protocol import BackendState, DroneState, EndReason
+
+_REASONS = frozenset(reason.value for reason in EndReason)
 
 
 class ScheduleOutcome(enum.StrEnum):
@@ -88,6 +90,13 @@ class ControllerMetrics:
             registry=r,
         )
         self.lost_backends = {result: lost.labels(result) for result in ("stored", "duplicate")}
+        self._ends = Counter(
+            "plane_controller_backend_ends",
+            "Terminal states stored, by state and reason (an EndReason, or 'unknown' from"
+            " drones that send none); each end is counted by the one controller storing it",
+            ["state", "reason"],
+            registry=r,
+        )
         self.spawn_retries = Counter(
             "plane_controller_spawn_retries",
             "Spawn requests sent again after 'no responders' right after a NATS reconnect",
@@ -122,6 +131,10 @@ class ControllerMetrics:
             for res in Result
             for transport in ("udp", "tcp")
         }
+
+    def count_end(self, state: BackendState, reason: str | None) -> None:
+        known = reason if reason in _REASONS else "unknown"  # bounded label values
+        self._ends.labels(state.value, known).inc()
 
     def dns_query(self, result: Result, transport: str) -> None:
         self.dns_queries[(result, transport)].inc()

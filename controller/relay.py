@@ -36,6 +36,7 @@ from shared import subjects, wire
 from shared.protocol import (
     BackendState,
     BackendStateMessage,
+    EndReason,
     ScheduleReply,
     UpdateBackendStateMessage,
     invalid_request,
@@ -86,6 +87,8 @@ class StateRelay:
             backend=msg.backend,
             time=msg.time,
             drone=msg.drone,
+            reason=msg.reason if msg.state.terminal else None,
+            exit_code=msg.exit_code if msg.state.terminal else None,
         )
         msg_id = f"{msg.backend}:{msg.state.value}:{msg.time.isoformat()}"
         try:
@@ -100,6 +103,8 @@ class StateRelay:
             self._warn("backend update not stored: %s", exc, backend=msg.backend)
             return invalid_request(f"not stored, send again: {exc}")
         self._metrics.backend_updates[RelayOutcome.STORED].inc()
+        if state.state.terminal:
+            self._metrics.count_end(state.state, state.reason)
         self._index.apply(state)
         return None
 
@@ -122,6 +127,7 @@ class StateRelay:
                 backend=backend,
                 time=utc_now(),
                 drone=drone,
+                reason=EndReason.LOST.value,
             )
             try:
                 fresh = await self._store.publish(
@@ -136,6 +142,7 @@ class StateRelay:
             self._index.apply(lost)
             self._metrics.lost_backends["stored" if fresh else "duplicate"].inc()
             if fresh:
+                self._metrics.count_end(BackendState.LOST, lost.reason)
                 published += 1
                 log.info(
                     "backend lost with its drone",

@@ -390,6 +390,8 @@ class Scheduler:
             bearer_token=token,
             deadline=deadline,
             lock=lock,
+            lifetime_limit_secs=request.lifetime_limit_secs,
+            termination_grace_secs=request.termination_grace_secs,
         )
         outcome, why = SpawnOutcome.FAILED, ""
         try:

@@ -41,7 +41,8 @@ class AgentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reconcile_secs: float = 5.0
     sweep_interval_secs: float = 0.25
     terminate_on_shutdown: bool = False
-    stop_timeout_secs: int = 10  # SIGTERM grace before Docker kills a stopped backend
+    # SIGTERM, then this long, then SIGKILL; a spawn request may give its own (ext field).
+    termination_grace_secs: int = 10
     status_timeout_secs: float = 5.0  # one state update's wait for the controller's answer
     status_retry_max_secs: float = 5.0  # the longest pause between retries of a state update
     log_line_max_bytes: int = 16 * 1024  # longer container output lines are split
@@ -169,7 +170,7 @@ def check(settings: DroneSettings) -> None:
         if value <= 0:
             raise ConfigError(f"{key}: must be more than 0, got {value}")
     proxy_workers(settings.proxy)
-    if agent.stop_timeout_secs < 0:
+    if agent.termination_grace_secs < 0:
         raise ConfigError(
-            f"agent.stop_timeout_secs: must be 0 or more, got {agent.stop_timeout_secs}"
+            f"agent.termination_grace_secs: must be 0 or more, got {agent.termination_grace_secs}"
         )

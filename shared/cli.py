@@ -95,6 +95,8 @@ async def cmd_spawn(plane: PlaneClient, args: argparse.Namespace, out: Output) -
         limits=limits,
         volume_mounts=_mounts(args.mount),
         lock=args.lock,
+        lifetime_limit_secs=args.lifetime,
+        termination_grace_secs=args.grace,
     )
     scheduled = await plane.schedule(request)
     url = plane.url(scheduled.backend_id)
@@ -130,7 +132,11 @@ async def cmd_spawn(plane: PlaneClient, args: argparse.Namespace, out: Output) -
 
 def _state_line(message: Any) -> str:
     drone = f" on {message.drone}" if getattr(message, "drone", None) else ""
-    return f"{message.backend}  {message.state.value}  {message.time:%Y-%m-%d %H:%M:%S}{drone}"
+    why = ""
+    if getattr(message, "reason", None):
+        code = getattr(message, "exit_code", None)
+        why = f" ({message.reason}{f', exit code {code}' if code is not None else ''})"
+    return f"{message.backend}  {message.state.value}  {message.time:%Y-%m-%d %H:%M:%S}{drone}{why}"
 
 
 async def cmd_status(plane: PlaneClient, args: argparse.Namespace, out: Output) -> int:
@@ -180,7 +186,7 @@ async def cmd_fetch(plane: PlaneClient, args: argparse.Namespace, out: Output) -
 
 
 async def cmd_terminate(plane: PlaneClient, args: argparse.Namespace, out: Output) -> int:
-    await plane.terminate(args.backend)
+    await plane.terminate(args.backend, hard=args.hard)
     out.emit({"terminated": args.backend}, f"backend {args.backend} terminated")
     return 0
 
@@ -292,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     spawn.add_argument("--backend-id", help="choose the backend ID (DNS label)")
     spawn.add_argument("--bearer-token", action="store_true", help="require a bearer token")
     spawn.add_argument(
+        "--lifetime", type=int, metavar="SECS", help="terminate at this age, even while in use"
+    )
+    spawn.add_argument(
+        "--grace", type=int, metavar="SECS", help="SIGTERM grace before SIGKILL (drone's default)"
+    )
+    spawn.add_argument(
         "--lock", metavar="KEY", help="get or create: the live backend holding KEY, else a new one"
     )
     spawn.add_argument(
@@ -332,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     terminate = sub.add_parser("terminate", help="stop a backend")
     terminate.add_argument("backend")
+    terminate.add_argument(
+        "--hard", action="store_true", help="kill at once (default: SIGTERM, grace, SIGKILL)"
+    )
     terminate.set_defaults(run=cmd_terminate)
 
     drain = sub.add_parser("drain", help="stop a drone from taking new backends")

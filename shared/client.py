@@ -112,6 +112,8 @@ def build_request(
     limits: ResourceLimits | None = None,
     volume_mounts: list[dict[str, Any]] | None = None,
     lock: str | None = None,
+    lifetime_limit_secs: int | None = None,
+    termination_grace_secs: int | None = None,
 ) -> ScheduleRequest:
     """A ScheduleRequest from keyword arguments, validated like the controller would."""
     credentials = None
@@ -128,6 +130,8 @@ def build_request(
         metadata=dict(metadata or {}),
         require_bearer_token=require_bearer_token,
         lock=lock,
+        lifetime_limit_secs=lifetime_limit_secs,
+        termination_grace_secs=termination_grace_secs,
         executable=Executable(
             image=image,
             env=dict(env or {}),
@@ -232,10 +236,11 @@ class PlaneClient:
         assert reply.Scheduled is not None
         return reply.Scheduled
 
-    async def terminate(self, backend_id: str) -> None:
+    async def terminate(self, backend_id: str, *, hard: bool = False) -> None:
+        """Stop a backend: SIGTERM, its grace period, then SIGKILL; `hard`: SIGKILL now."""
         await self._request(
             subjects.terminate(self.cluster, backend_id),
-            TerminationRequest(cluster_id=self.cluster, backend_id=backend_id),
+            TerminationRequest(cluster_id=self.cluster, backend_id=backend_id, hard=hard),
             None,
         )
 

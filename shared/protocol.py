@@ -121,6 +121,18 @@ class LogKind(enum.StrEnum):
     META = "Meta"
 
 
+class EndReason(enum.StrEnum):
+    """(ext) Why a backend ended, carried by its terminal state (no new state values)."""
+
+    SWEPT = "swept"  # idle for max_idle_secs
+    TERMINATED = "terminated"  # through the API
+    LIFETIME = "lifetime"  # reached lifetime_limit_secs
+    LOST = "lost"  # its drone vanished
+    STARTUP_TIMEOUT = "startup_timeout"  # never answered on its port in time
+    EXITED = "exited"  # exited on its own with status 0
+    ERROR = "error"  # exited with another status (exit_code), or Docker failed it
+
+
 class DnsRecordKind(enum.StrEnum):
     A = "A"
     TXT = "TXT"
@@ -192,6 +204,8 @@ class ScheduleRequest(Message, kw_only=True):
     require_bearer_token: bool = False
     # (late 0.3) Get-or-create: the live backend holding this lock, else a new one that holds it.
     lock: Lock | None = None
+    lifetime_limit_secs: Seconds | None = None  # (ext) terminated at this age, even if busy
+    termination_grace_secs: Seconds | None = None  # (ext) SIGTERM → SIGKILL; None: the drone's
 
 
 class ScheduledBackend(Message, kw_only=True, omit_defaults=True):
@@ -261,6 +275,8 @@ class SpawnRequest(Message, kw_only=True):
     # controller has stopped waiting and may have placed the backend elsewhere.
     deadline: Timestamp | None = None
     lock: Lock | None = None  # (late 0.3) the lock it holds; the container sees PLANE_LOCK
+    lifetime_limit_secs: Seconds | None = None  # (ext) as in ScheduleRequest
+    termination_grace_secs: Seconds | None = None  # (ext) as in ScheduleRequest
 
 
 SpawnReply = bool | ScheduleReply
@@ -271,6 +287,7 @@ is at fault on this drone (the controller tells the client if no drone takes it)
 class TerminationRequest(Message, kw_only=True):
     cluster_id: WireCluster
     backend_id: WireBackendId
+    hard: bool = False  # (ext) SIGKILL now; else SIGTERM, the grace period, then SIGKILL
 
 
 class DrainDrone(Message, kw_only=True):
@@ -338,12 +355,17 @@ class FenceBackends(Message, kw_only=True):
 # --- Backend state -----------------------------------------------------------
 
 
+ExitCode = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+
+
 class UpdateBackendStateMessage(Message, kw_only=True):
     cluster: WireCluster
     state: BackendState
     backend: WireBackendId
     time: Timestamp
     drone: WireDroneId
+    reason: ShortText | None = None  # (ext) on terminal states: an EndReason value
+    exit_code: ExitCode | None = None  # (ext) the container's, where there is one
 
 
 class BackendStateMessage(Message, kw_only=True):
@@ -352,6 +374,8 @@ class BackendStateMessage(Message, kw_only=True):
     backend: WireBackendId
     time: Timestamp
     drone: WireDroneId | None = None  # (ext) which drone runs it, so an index can be rebuilt
+    reason: ShortText | None = None  # (ext) on terminal states: an EndReason value
+    exit_code: ExitCode | None = None  # (ext) the container's, where there is one
 
 
 class DroneLogMessage(Message, kw_only=True):

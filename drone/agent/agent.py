@@ -249,7 +249,7 @@ class Agent:
             for runner in self.live_runners():
                 runner.post(TerminateRequested())
             if tasks:
-                grace = agent.stop_timeout_secs + self.settings.docker.api_timeout_secs
+                grace = agent.termination_grace_secs + self.settings.docker.api_timeout_secs
                 await asyncio.wait(tasks, timeout=grace)
         for task in tasks:
             task.cancel()
@@ -365,6 +365,8 @@ class Agent:
             max_idle_secs=request.max_idle_secs,
             bearer_token=request.bearer_token,
             began=now,
+            lifetime_limit_secs=request.lifetime_limit_secs,
+            termination_grace_secs=request.termination_grace_secs,
         )
         runner = BackendRunner(identity, self.services, spawn=request)
         self._runners[identity.backend_id] = runner  # before any await: no duplicate slips in
@@ -437,7 +439,7 @@ class Agent:
         if runner is None:
             return None
         log.info("termination requested", extra={"backend": backend_id, "drone": self.drone_id})
-        runner.post(TerminateRequested())
+        runner.post(TerminateRequested(hard=request.hard))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(runner.terminal.wait(), TERMINATE_REPLY_WAIT_SECS)
         return None
@@ -539,6 +541,8 @@ class Agent:
             max_idle_secs=adoption.max_idle_secs,
             bearer_token=adoption.bearer_token,
             began=adoption.created or NEVER,
+            lifetime_limit_secs=adoption.lifetime_limit_secs,
+            termination_grace_secs=adoption.termination_grace_secs,
         )
         runner = BackendRunner(
             identity, self.services, container_id=info.id, ip=info.ip, logs_since=time.time()
@@ -581,7 +585,7 @@ class Agent:
             if backend_id is None or backend_id in self._runners:
                 continue
             log.info("removing leftover container %s", info.name, extra={"backend": backend_id})
-            await self.runtime.stop_and_remove(info.id, self.settings.agent.stop_timeout_secs)
+            await self.runtime.stop_and_remove(info.id, self.settings.agent.termination_grace_secs)
 
     # --- sweeping and DNS ------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from drone.agent import probe, spec
@@ -33,6 +33,7 @@ from drone.agent.state import (
     Event,
     HoldRequests,
     Instruction,
+    LifetimeExpired,
     Machine,
     ProbeAnswered,
     Pulled,
@@ -56,6 +57,7 @@ from shared.protocol import (
     BackendStatsMessage,
     DnsRecordKind,
     DroneLogMessage,
+    EndReason,
     LogKind,
     PullPolicy,
     SetDnsRecord,
@@ -95,6 +97,8 @@ class Identity:
     max_idle_secs: int
     bearer_token: str | None
     began: datetime  # when this life began: the spawn accepted, or the container created
+    lifetime_limit_secs: int | None = None  # terminated at this age
+    termination_grace_secs: int | None = None  # SIGTERM → SIGKILL; None: the drone's setting
 
 
 async def publish(nc: NatsClient, subject: str, message: Any) -> bool:
@@ -159,7 +163,17 @@ class BackendRunner:
 
     # --- the loop --------------------------------------------------------------------
 
+    @property
+    def grace_secs(self) -> int:
+        """How long a stopped container has between SIGTERM and SIGKILL."""
+        own = self.identity.termination_grace_secs
+        return own if own is not None else self.services.settings.agent.termination_grace_secs
+
     async def run(self) -> None:
+        limit = self.identity.lifetime_limit_secs
+        if limit is not None:
+            ends = self.identity.began + timedelta(seconds=limit)
+            self._watch("lifetime", self._lifetime((ends - utc_now()).total_seconds()))
         try:
             while not self.machine.state.terminal:
                 event = await self._events.get()
@@ -193,8 +207,8 @@ class BackendRunner:
 
     async def _execute(self, instruction: Instruction) -> None:
         match instruction:
-            case Report(state=state):
-                self._report(state)
+            case Report(state=state, reason=reason, exit_code=exit_code):
+                self._report(state, reason, exit_code)
             case HoldRequests():
                 self.services.routes.set_pending(self.backend_id, self.identity.bearer_token)
             case RunStep(step=step):
@@ -209,7 +223,9 @@ class BackendRunner:
             case RemoveContainer(at_once=at_once):
                 await self._remove_container(at_once)
 
-    def _report(self, state: BackendState) -> None:
+    def _report(
+        self, state: BackendState, reason: EndReason | None = None, exit_code: int | None = None
+    ) -> None:
         s = self.services
         s.reporter.report(
             UpdateBackendStateMessage(
@@ -218,6 +234,8 @@ class BackendRunner:
                 backend=self.backend_id,
                 time=utc_now(),
                 drone=s.drone_id,
+                reason=reason.value if reason is not None else None,
+                exit_code=exit_code,
             )
         )
         if state.terminal:
@@ -301,6 +319,10 @@ class BackendRunner:
             max_interval=agent.ready_probe_interval_secs,
         )
         self.post(ProbeAnswered())
+
+    async def _lifetime(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+        self.post(LifetimeExpired())
 
     async def _ready_timer(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -396,7 +418,7 @@ class BackendRunner:
     async def _remove_container(self, at_once: bool = False) -> None:
         await self._settle_op()
         runtime = self.services.runtime
-        grace = 0 if at_once else self.services.settings.agent.stop_timeout_secs
+        grace = 0 if at_once else self.grace_secs
         try:
             target = self.container_id or await self._own_container_by_name()
             if target is not None:

@@ -29,6 +29,8 @@ LABEL_PORT = "dev.plane.port"
 LABEL_MAX_IDLE = "dev.plane.max_idle_secs"
 LABEL_TOKEN = "dev.plane.bearer_token"
 LABEL_CREATED = "dev.plane.created"
+LABEL_LIFETIME = "dev.plane.lifetime_limit_secs"
+LABEL_GRACE = "dev.plane.termination_grace_secs"
 
 DEFAULT_CPU_PERIOD_US = 100_000  # the kernel's default, for a percentage without a period
 
@@ -68,6 +70,10 @@ def labels(
     )
     if spawn.bearer_token is not None:
         result[LABEL_TOKEN] = spawn.bearer_token
+    if spawn.lifetime_limit_secs is not None:
+        result[LABEL_LIFETIME] = str(spawn.lifetime_limit_secs)
+    if spawn.termination_grace_secs is not None:
+        result[LABEL_GRACE] = str(spawn.termination_grace_secs)
     return result
 
 
@@ -124,6 +130,15 @@ class Adoption:
     max_idle_secs: int
     bearer_token: str | None
     created: datetime | None
+    lifetime_limit_secs: int | None = None
+    termination_grace_secs: int | None = None
+
+
+def _optional_int(found: Mapping[str, str], label: str) -> int | None:
+    try:
+        return int(found[label])
+    except (KeyError, ValueError):
+        return None
 
 
 def adoption_from_labels(found: Mapping[str, str], drone_id: str) -> Adoption | None:
@@ -151,4 +166,6 @@ def adoption_from_labels(found: Mapping[str, str], drone_id: str) -> Adoption | 
         max_idle_secs=max_idle,
         bearer_token=found.get(LABEL_TOKEN),
         created=created,
+        lifetime_limit_secs=_optional_int(found, LABEL_LIFETIME),
+        termination_grace_secs=_optional_int(found, LABEL_GRACE),
     )

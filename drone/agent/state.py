@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from shared.protocol import BackendState
+from shared.protocol import BackendState, EndReason
 
 # --- events ------------------------------------------------------------------
 
@@ -70,7 +70,12 @@ class IdleSwept:
 
 @dataclass(frozen=True, slots=True)
 class TerminateRequested:
-    pass
+    hard: bool = False  # kill at once, without the SIGTERM grace
+
+
+@dataclass(frozen=True, slots=True)
+class LifetimeExpired:
+    """The backend reached its `lifetime_limit_secs`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,7 @@ Event = (
     | ReadyTimeout
     | IdleSwept
     | TerminateRequested
+    | LifetimeExpired
     | DockerFailed
     | Fenced
 )
@@ -117,9 +123,12 @@ class Step(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """Send this state to the controller (in order, in the background)."""
+    """Send this state to the controller (in order, in the background); a terminal
+    one says why it ended, and with which exit status where there is one."""
 
     state: BackendState
+    reason: EndReason | None = None
+    exit_code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +195,23 @@ class Machine:
         return transition
 
 
-def _end(state: BackendState, reason: str, *, report: bool = True) -> Transition:
-    head: tuple[Instruction, ...] = (Report(state),) if report else ()
-    return Transition(state, (*head, Unroute(), RemoveContainer(at_once=not report)), reason)
+def _end(
+    state: BackendState,
+    why: EndReason,
+    reason: str,
+    *,
+    exit_code: int | None = None,
+    report: bool = True,
+    at_once: bool = False,
+) -> Transition:
+    head: tuple[Instruction, ...] = (Report(state, why, exit_code),) if report else ()
+    remove = RemoveContainer(at_once=at_once or not report)
+    return Transition(state, (*head, Unroute(), remove), reason)
+
+
+def _exited(state: BackendState, code: int, reason: str) -> Transition:
+    why = EndReason.EXITED if code == 0 else EndReason.ERROR
+    return _end(state, why, reason, exit_code=code)
 
 
 def _stay(state: BackendState) -> Transition:
@@ -201,20 +224,24 @@ def handle(state: BackendState, event: Event) -> Transition:
         return _stay(state)
     match event:
         case Fenced(reason=reason):
-            return _end(BackendState.LOST, reason, report=False)
-        case TerminateRequested():
-            return _end(BackendState.TERMINATED, "termination requested")
+            return _end(BackendState.LOST, EndReason.LOST, reason, report=False)
+        case TerminateRequested(hard=hard):
+            said = "hard termination requested" if hard else "termination requested"
+            return _end(BackendState.TERMINATED, EndReason.TERMINATED, said, at_once=hard)
+        case LifetimeExpired():
+            return _end(BackendState.TERMINATED, EndReason.LIFETIME, "lifetime_limit_secs reached")
         case DockerFailed(reason=reason):
             failed = {
                 BackendState.LOADING: BackendState.ERROR_LOADING,
                 BackendState.STARTING: BackendState.ERROR_STARTING,
             }.get(state, BackendState.FAILED)
-            return _end(failed, f"Docker: {reason}")
+            return _end(failed, EndReason.ERROR, f"Docker: {reason}")
         case ContainerExited(exit_code=code):
             if state is BackendState.READY:
                 ended = BackendState.EXITED if code == 0 else BackendState.FAILED
-                return _end(ended, f"container exited with status {code}")
-            return _end(BackendState.ERROR_STARTING, f"exited with status {code} before ready")
+                return _exited(ended, code, f"container exited with status {code}")
+            said = f"exited with status {code} before ready"
+            return _exited(BackendState.ERROR_STARTING, code, said)
     if state is BackendState.LOADING:
         return _loading(event)
     if state is BackendState.STARTING:
@@ -234,9 +261,9 @@ def _loading(event: Event) -> Transition:
             return Transition(
                 BackendState.STARTING, (HoldRequests(), WatchStarting()), "adopted while running"
             )
-        case Adopted(exit_code=code):
+        case Adopted(exit_code=int(code)):
             ended = BackendState.EXITED if code == 0 else BackendState.FAILED
-            return _end(ended, f"adopted after it exited with status {code}")
+            return _exited(ended, code, f"adopted after it exited with status {code}")
         case Pulled():
             return Transition(state, (RunStep(Step.CREATE),), "image present")
         case Created():
@@ -253,11 +280,12 @@ def _starting(event: Event) -> Transition:
             ready = BackendState.READY
             return Transition(ready, (Report(ready), Route()), "answered on its port")
         case ReadyTimeout():
-            return _end(BackendState.TIMED_OUT_BEFORE_READY, "not ready in time")
+            timed_out = BackendState.TIMED_OUT_BEFORE_READY
+            return _end(timed_out, EndReason.STARTUP_TIMEOUT, "not ready in time")
     return _stay(BackendState.STARTING)
 
 
 def _ready(event: Event) -> Transition:
     if isinstance(event, IdleSwept):
-        return _end(BackendState.SWEPT, "idle for max_idle_secs")
+        return _end(BackendState.SWEPT, EndReason.SWEPT, "idle for max_idle_secs")
     return _stay(BackendState.READY)

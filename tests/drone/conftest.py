@@ -209,7 +209,7 @@ def fast_settings(
                 "dns_refresh_secs": 0.5,
                 "reconcile_secs": 1.0,
                 "sweep_interval_secs": 0.1,
-                "stop_timeout_secs": 2,
+                "termination_grace_secs": 2,
                 "status_timeout_secs": 1.0,
                 "status_retry_max_secs": 0.3,
                 **agent,

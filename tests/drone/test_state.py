@@ -16,6 +16,7 @@ from drone.agent.state import (
     HoldRequests,
     IdleSwept,
     Instruction,
+    LifetimeExpired,
     Machine,
     ProbeAnswered,
     Pulled,
@@ -32,7 +33,7 @@ from drone.agent.state import (
     WatchStarting,
     handle,
 )
-from shared.protocol import BackendState
+from shared.protocol import BackendState, EndReason
 
 L, S, R = BackendState.LOADING, BackendState.STARTING, BackendState.READY
 
@@ -50,6 +51,8 @@ EVERY_EVENT: list[Event] = [
     ReadyTimeout(),
     IdleSwept(),
     TerminateRequested(),
+    TerminateRequested(hard=True),
+    LifetimeExpired(),
     DockerFailed("engine gone"),
     Fenced("declared Lost"),
 ]
@@ -66,7 +69,7 @@ def test_a_spawn_runs_through_loading_starting_ready_and_swept() -> None:
         (
             IdleSwept(),
             BackendState.SWEPT,
-            (Report(BackendState.SWEPT), Unroute(), RemoveContainer()),
+            (Report(BackendState.SWEPT, EndReason.SWEPT), Unroute(), RemoveContainer()),
         ),
     ]
     for event, state, instructions in steps:
@@ -75,30 +78,49 @@ def test_a_spawn_runs_through_loading_starting_ready_and_swept() -> None:
     assert machine.history == [S, R, BackendState.SWEPT]
 
 
+E, T, X = EndReason.ERROR, BackendState.TERMINATED, EndReason.EXITED
+
+
 @pytest.mark.parametrize(
-    ("state", "event", "ended"),
+    ("state", "event", "ended", "why", "code"),
     [
-        (R, ContainerExited(0), BackendState.EXITED),
-        (R, ContainerExited(1), BackendState.FAILED),
-        (S, ContainerExited(0), BackendState.ERROR_STARTING),
-        (L, ContainerExited(3), BackendState.ERROR_STARTING),
-        (L, DockerFailed("no such image"), BackendState.ERROR_LOADING),
-        (S, DockerFailed("inspect failed"), BackendState.ERROR_STARTING),
-        (R, DockerFailed("the container vanished"), BackendState.FAILED),
-        (S, ReadyTimeout(), BackendState.TIMED_OUT_BEFORE_READY),
-        (L, TerminateRequested(), BackendState.TERMINATED),
-        (S, TerminateRequested(), BackendState.TERMINATED),
-        (R, TerminateRequested(), BackendState.TERMINATED),
-        (R, IdleSwept(), BackendState.SWEPT),
-        (L, Adopted(exit_code=0), BackendState.EXITED),
-        (L, Adopted(exit_code=9), BackendState.FAILED),
+        (R, ContainerExited(0), BackendState.EXITED, X, 0),
+        (R, ContainerExited(1), BackendState.FAILED, E, 1),
+        (S, ContainerExited(0), BackendState.ERROR_STARTING, X, 0),
+        (L, ContainerExited(3), BackendState.ERROR_STARTING, E, 3),
+        (L, DockerFailed("no such image"), BackendState.ERROR_LOADING, E, None),
+        (S, DockerFailed("inspect failed"), BackendState.ERROR_STARTING, E, None),
+        (R, DockerFailed("the container vanished"), BackendState.FAILED, E, None),
+        (S, ReadyTimeout(), BackendState.TIMED_OUT_BEFORE_READY, EndReason.STARTUP_TIMEOUT, None),
+        (L, TerminateRequested(), T, EndReason.TERMINATED, None),
+        (S, TerminateRequested(), T, EndReason.TERMINATED, None),
+        (R, TerminateRequested(), T, EndReason.TERMINATED, None),
+        (L, LifetimeExpired(), T, EndReason.LIFETIME, None),
+        (S, LifetimeExpired(), T, EndReason.LIFETIME, None),
+        (R, LifetimeExpired(), T, EndReason.LIFETIME, None),
+        (R, IdleSwept(), BackendState.SWEPT, EndReason.SWEPT, None),
+        (L, Adopted(exit_code=0), BackendState.EXITED, X, 0),
+        (L, Adopted(exit_code=9), BackendState.FAILED, E, 9),
     ],
 )
-def test_endings(state: BackendState, event: Event, ended: BackendState) -> None:
+def test_endings(
+    state: BackendState, event: Event, ended: BackendState, why: EndReason, code: int | None
+) -> None:
     transition = handle(state, event)
     assert transition.state is ended
-    assert transition.instructions == (Report(ended), Unroute(), RemoveContainer())
+    assert transition.instructions == (Report(ended, why, code), Unroute(), RemoveContainer())
     assert transition.reason
+
+
+@pytest.mark.parametrize("state", [L, S, R])
+def test_a_hard_termination_kills_at_once_and_is_reported(state: BackendState) -> None:
+    transition = handle(state, TerminateRequested(hard=True))
+    assert transition.state is T
+    assert transition.instructions == (
+        Report(T, EndReason.TERMINATED),
+        Unroute(),
+        RemoveContainer(at_once=True),
+    )
 
 
 @pytest.mark.parametrize("state", [L, S, R])
@@ -156,8 +178,12 @@ def test_rules_that_hold_for_every_state_and_event(state: BackendState, event: E
         assert Unroute() in transition.instructions
         assert isinstance(transition.instructions[-1], RemoveContainer)
         fenced = isinstance(event, Fenced)
-        assert (Report(transition.state) in transition.instructions) is not fenced
-        assert transition.instructions[-1].at_once is fenced
+        reports = [i for i in transition.instructions if isinstance(i, Report)]
+        assert len(reports) == (0 if fenced else 1)
+        # ... and says why it ended.
+        assert all(r.reason is not None for r in reports)
+        hard = isinstance(event, TerminateRequested) and event.hard
+        assert transition.instructions[-1].at_once is (fenced or hard)
     else:
         assert removals == []
     reports = [i for i in transition.instructions if isinstance(i, Report)]

@@ -57,8 +57,17 @@ static void sleep_ms(unsigned long long ms) {
     }
 }
 
+static volatile sig_atomic_t ignore_sigterm = 0; /* IGNORE_SIGTERM=1: only SIGKILL stops it */
+
 static void on_signal(int sig) {
-    (void)sig;
+    if (sig == SIGTERM) {
+        static const char said[] = "testbackend got SIGTERM\n";
+        ssize_t ignored = write(STDOUT_FILENO, said, sizeof said - 1);
+        (void)ignored;
+        if (ignore_sigterm) {
+            return;
+        }
+    }
     _exit(0);
 }
 
@@ -544,6 +553,8 @@ int main(void) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
+    const char *ignore = getenv("IGNORE_SIGTERM");
+    ignore_sigterm = ignore != NULL && strcmp(ignore, "1") == 0;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
