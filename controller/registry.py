@@ -87,6 +87,7 @@ class DroneRecord:
         "last_seen_wall",
         "lost_at",
         "pending",
+        "pool",
         "ready",
         "running",
         "state",
@@ -109,6 +110,11 @@ class DroneRecord:
         self.suspended = False
         self.lost_at: float | None = None
         self.heard = True  # False: known only from backends in the index, never heard
+        self.pool = ""  # the drone's pool; "" is the unnamed one
+
+    @property
+    def queue_key(self) -> tuple[str, str]:
+        return self.cluster, self.pool
 
     @property
     def load(self) -> int:
@@ -130,6 +136,7 @@ class DroneRecord:
             running_backends=self.running,
             last_seen=self.last_seen_wall,
             drone_version=self.version,
+            pool=self.pool or None,
         )
 
     def __repr__(self) -> str:
@@ -159,7 +166,7 @@ class DroneRegistry:
         self.refused_drones = 0  # heard, but past `max_drones`: not kept
         self._rng = rng or random.Random()
         self._drones: dict[str, DroneRecord] = {}
-        self._queues: dict[str, LoadQueue] = {}
+        self._queues: dict[tuple[str, str], LoadQueue] = {}  # by cluster and pool
         self._paused_at: float | None = None
         self._resumed_at = float("-inf")
 
@@ -196,6 +203,10 @@ class DroneRegistry:
             changes.append(
                 DroneStateChanged(record.drone_id, record.cluster, record.state, msg.state)
             )
+        pool = msg.pool or ""
+        if record.pool != pool:
+            self._queue(record.queue_key).discard(record.drone_id)
+            record.pool = pool
         record.state = msg.state
         record.ready = msg.ready
         record.version = msg.drone_version
@@ -216,7 +227,7 @@ class DroneRegistry:
             record = self._drones[drone] = DroneRecord(drone, cluster, now, wall)
             changes.append(DroneJoined(drone, cluster))
         elif record.cluster != cluster:
-            self._queue(record.cluster).discard(drone)
+            self._queue(record.queue_key).discard(drone)
             record.cluster = cluster
         record.lost_at = None
         record.heard = True
@@ -239,9 +250,12 @@ class DroneRegistry:
 
     # --- scheduling ----------------------------------------------------------
 
-    def choose(self, cluster: str, now: float, exclude: Container[str] = ()) -> str | None:
-        """The best candidate of `cluster`, already counted as assigned; None if none."""
-        queue = self._queues.get(cluster)
+    def choose(
+        self, cluster: str, now: float, exclude: Container[str] = (), pool: str | None = None
+    ) -> str | None:
+        """The best candidate of `cluster` in `pool` (None: the unnamed pool), already
+        counted as assigned; None if none."""
+        queue = self._queues.get((cluster, pool or ""))
         if queue is None:
             return None
         drones = self._drones
@@ -270,14 +284,14 @@ class DroneRegistry:
             record.suspended = True
         self._requeue(record)
 
-    def _queue(self, cluster: str) -> LoadQueue:
-        queue = self._queues.get(cluster)
+    def _queue(self, key: tuple[str, str]) -> LoadQueue:
+        queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[cluster] = LoadQueue(self._rng)
+            queue = self._queues[key] = LoadQueue(self._rng)
         return queue
 
     def _requeue(self, record: DroneRecord) -> None:
-        queue = self._queue(record.cluster)
+        queue = self._queue(record.queue_key)
         if record.taking:
             queue.set(record.drone_id, record.load)
         else:
@@ -318,7 +332,7 @@ class DroneRegistry:
                 record.lost_at = now
                 record.pending = 0
                 record.acked.clear()
-                self._queue(record.cluster).discard(record.drone_id)
+                self._queue(record.queue_key).discard(record.drone_id)
                 changes.append(DroneLost(record.drone_id, record.cluster))
         return changes
 

@@ -320,7 +320,7 @@ class Scheduler:
         invalid: list[str] = []
         try:
             for _ in range(self._attempts):
-                drone = self._registry.choose(cluster, self._clock(), tried)
+                drone = self._registry.choose(cluster, self._clock(), tried, request.pool)
                 if drone is None:
                     break
                 tried.append(drone)
@@ -392,6 +392,7 @@ class Scheduler:
             lock=lock,
             lifetime_limit_secs=request.lifetime_limit_secs,
             termination_grace_secs=request.termination_grace_secs,
+            pool=request.pool,
         )
         outcome, why = SpawnOutcome.FAILED, ""
         try:

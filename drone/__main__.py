@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ip", metavar="ADDR", help="public IP of this host (env PLANE_IP; default: discovered)"
     )
     parser.add_argument(
+        "--pool",
+        metavar="NAME",
+        help="take only schedule requests naming this pool (env PLANE_POOL; default: the "
+        "unnamed pool)",
+    )
+    parser.add_argument(
         "--proxy-listen",
         metavar="HOST:PORT",
         help="proxy address (env PLANE_PROXY_LISTEN; default 127.0.0.1:8080)",
@@ -70,6 +76,7 @@ def settings_from(argv: list[str] | None) -> DroneSettings:
         {
             "cluster": args.cluster,
             "ip": args.ip,
+            "pool": args.pool,
             "proxy.listen": args.proxy_listen,
             "proxy.workers": args.proxy_workers,
             "metrics_listen": args.metrics_listen,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from typing import Literal
 
 import msgspec
@@ -78,6 +79,7 @@ class DroneSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     cluster: str = "localhost"
     drone_id: str | None = None  # None: generated once and kept in state_dir
     ip: str | None = None  # public IP; None: discovered from the default route
+    pool: str | None = None  # take only requests naming this pool; None: the unnamed pool
     state_dir: str = ".state/drone"
     metrics_listen: str | None = "127.0.0.1:9102"
     log_level: str = "info"
@@ -86,6 +88,8 @@ class DroneSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
     proxy: ProxySettings = msgspec.field(default_factory=ProxySettings)
 
+
+_POOL = re.compile(r"[a-zA-Z0-9._-]{1,64}")  # as shared.protocol.Pool
 
 # Short PLANE_* names for the flags' environment twins.
 ENV_ALIASES: dict[str, tuple[str, ...]] = {
@@ -138,6 +142,8 @@ def check(settings: DroneSettings) -> None:
             ipaddress.ip_address(settings.ip)
         except ValueError:
             raise ConfigError(f"ip: {settings.ip!r} is not an IP address") from None
+    if settings.pool is not None and not _POOL.fullmatch(settings.pool):
+        raise ConfigError(f"pool: {settings.pool!r} is not 1-64 of a-z A-Z 0-9 . _ -")
     for key, listen in (
         ("metrics_listen", enabled(settings.metrics_listen)),
         ("proxy.listen", settings.proxy.listen),

@@ -97,6 +97,7 @@ async def cmd_spawn(plane: PlaneClient, args: argparse.Namespace, out: Output) -
         lock=args.lock,
         lifetime_limit_secs=args.lifetime,
         termination_grace_secs=args.grace,
+        pool=args.pool,
     )
     scheduled = await plane.schedule(request)
     url = plane.url(scheduled.backend_id)
@@ -210,7 +211,7 @@ async def cmd_drones(plane: PlaneClient, args: argparse.Namespace, out: Output) 
         out.emit(
             None,
             f"{d.drone_id}  {d.state.value:<9} ready={str(d.ready).lower():<5} "
-            f"backends={d.running_backends:<4} ip={d.ip or '-'}",
+            f"backends={d.running_backends:<4} ip={d.ip or '-'} pool={d.pool or '-'}",
         )
     return 0
 
@@ -297,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     spawn.add_argument("--metadata", "-m", action="append", metavar="KEY=VALUE", help="metadata")
     spawn.add_argument("--backend-id", help="choose the backend ID (DNS label)")
     spawn.add_argument("--bearer-token", action="store_true", help="require a bearer token")
+    spawn.add_argument("--pool", metavar="NAME", help="only drones started with --pool NAME")
     spawn.add_argument(
         "--lifetime", type=int, metavar="SECS", help="terminate at this age, even while in use"
     )

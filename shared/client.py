@@ -114,6 +114,7 @@ def build_request(
     lock: str | None = None,
     lifetime_limit_secs: int | None = None,
     termination_grace_secs: int | None = None,
+    pool: str | None = None,
 ) -> ScheduleRequest:
     """A ScheduleRequest from keyword arguments, validated like the controller would."""
     credentials = None
@@ -132,6 +133,7 @@ def build_request(
         lock=lock,
         lifetime_limit_secs=lifetime_limit_secs,
         termination_grace_secs=termination_grace_secs,
+        pool=pool,
         executable=Executable(
             image=image,
             env=dict(env or {}),

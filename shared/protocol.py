@@ -54,6 +54,8 @@ ImageReference = Annotated[
     str, msgspec.Meta(min_length=1, max_length=reference.MAX_REFERENCE_LENGTH)
 ]
 IpText = Annotated[str, msgspec.Meta(max_length=45)]  # the longest IPv6 text form
+# A drone pool's name (ext): drones started with --pool NAME take only requests naming it.
+Pool = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9._-]+$")]
 MAX_LOCK_LENGTH = 128
 # A session key: a backend ID's characters plus `.`, `_`, `/` and `:` (late Plane 0.3).
 Lock = Annotated[
@@ -206,6 +208,7 @@ class ScheduleRequest(Message, kw_only=True):
     lock: Lock | None = None
     lifetime_limit_secs: Seconds | None = None  # (ext) terminated at this age, even if busy
     termination_grace_secs: Seconds | None = None  # (ext) SIGTERM → SIGKILL; None: the drone's
+    pool: Pool | None = None  # (ext) only drones of this pool take it; None: the unnamed pool
 
 
 class ScheduledBackend(Message, kw_only=True, omit_defaults=True):
@@ -277,6 +280,7 @@ class SpawnRequest(Message, kw_only=True):
     lock: Lock | None = None  # (late 0.3) the lock it holds; the container sees PLANE_LOCK
     lifetime_limit_secs: Seconds | None = None  # (ext) as in ScheduleRequest
     termination_grace_secs: Seconds | None = None  # (ext) as in ScheduleRequest
+    pool: Pool | None = None  # (ext) as in ScheduleRequest; a drone of another pool refuses it
 
 
 SpawnReply = bool | ScheduleReply
@@ -328,6 +332,7 @@ class DroneStatusMessage(Message, kw_only=True):
     backends: (
         Annotated[list[WireBackendId], msgspec.Meta(max_length=MAX_LISTED_BACKENDS)] | None
     ) = None
+    pool: Pool | None = None  # (ext) the drone's pool; None: the unnamed pool
 
     def __post_init__(self) -> None:
         if self.ip is not None:
@@ -419,6 +424,7 @@ class DroneInfo(Message, kw_only=True):
     running_backends: int
     last_seen: Timestamp
     drone_version: str = ""
+    pool: str | None = None  # None: the unnamed pool
 
 
 class BackendInfo(Message, kw_only=True):

@@ -26,6 +26,7 @@ class Facts:
     live_backends: int
     max_backends: int
     allow_volume_mounts: bool
+    pool: str | None = None  # the drone's pool; None: the unnamed pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,9 @@ def decide(request: SpawnRequest, facts: Facts, running: Container[str], now: da
         return Decision(SpawnOutcome.MISADDRESSED, f"addressed to drone {request.drone_id}")
     if request.cluster != facts.cluster:
         return Decision(SpawnOutcome.MISADDRESSED, f"for cluster {request.cluster}")
+    if (request.pool or None) != (facts.pool or None):
+        wanted = f"pool {request.pool}" if request.pool else "the unnamed pool"
+        return Decision(SpawnOutcome.MISADDRESSED, f"for {wanted}")
     if not facts.recovered:
         return Decision(SpawnOutcome.UNAVAILABLE, "still adopting existing containers")
     if facts.draining:

@@ -315,6 +315,7 @@ class Agent:
             running_backends=len(self.live_runners()),
             ip=self.ip,
             backends=[runner.backend_id for runner in self.live_runners()],
+            pool=self.settings.pool,
         )
         await publish(self._nc, subjects.drone_status(self.drone_id), message)
 
@@ -348,6 +349,7 @@ class Agent:
             live_backends=len(self.live_runners()),
             max_backends=self.settings.agent.max_backends,
             allow_volume_mounts=self.settings.docker.allow_volume_mounts,
+            pool=self.settings.pool,
         )
 
     async def _on_spawn(self, request: SpawnRequest, subject: str) -> SpawnReply:

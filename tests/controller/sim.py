@@ -51,6 +51,7 @@ class SimDrone:
         reply_delay: float = 0.0,
         load: int = 0,
         report_loading: bool = False,
+        pool: str | None = None,
     ) -> None:
         self.nc = nc
         self.drone_id = drone_id
@@ -63,6 +64,7 @@ class SimDrone:
         self.reply_delay = reply_delay  # a slow drone: answers spawns this late
         self.load = load  # backends it claims beyond those it accepted (to order choices)
         self.report_loading = report_loading  # report Loading once accepted, as drones do
+        self.pool = pool
         self.offers: list[SpawnRequest] = []  # every spawn request received
         self.accepted: list[SpawnRequest] = []
         self.offered = asyncio.Event()  # set on each offer; tests clear it
@@ -98,6 +100,7 @@ class SimDrone:
             running_backends=self.running,
             ip=self.ip,
             backends=self.listed,
+            pool=self.pool,
         )
 
     async def beat(self) -> None:

@@ -120,6 +120,9 @@ NOW = datetime(2026, 11, 28, 13, 0, 5, tzinfo=UTC)
         ({"deadline": NOW + timedelta(seconds=1)}, (), SpawnOutcome.ACCEPTED, ""),
         ({"drone_id": "d2"}, (), SpawnOutcome.MISADDRESSED, "drone d2"),
         ({"cluster": "other.test"}, (), SpawnOutcome.MISADDRESSED, "other.test"),
+        ({"spawn_pool": "gpu"}, (), SpawnOutcome.MISADDRESSED, "for pool gpu"),
+        ({"pool": "gpu"}, (), SpawnOutcome.MISADDRESSED, "for the unnamed pool"),
+        ({"pool": "gpu", "spawn_pool": "gpu"}, (), SpawnOutcome.ACCEPTED, ""),
         ({"recovered": False}, (), SpawnOutcome.UNAVAILABLE, "adopting"),
         ({"draining": True}, (), SpawnOutcome.DRAINING, "draining"),
         ({"docker_available": False}, (), SpawnOutcome.UNAVAILABLE, "Docker"),
@@ -137,6 +140,7 @@ def test_admission_decides_every_refusal_before_docker(
     for key in ("deadline", "drone_id", "cluster"):
         if key in change:
             setattr(spawn, key, change.pop(key))
+    spawn.pool = change.pop("spawn_pool", None)
     decision = admission.decide(spawn, dataclasses.replace(FACTS, **change), running, NOW)
     assert decision.outcome is outcome
     assert says in decision.reason
@@ -156,6 +160,12 @@ def test_labels_round_trip_into_an_adoption() -> None:
     )
     assert spec.adoption_from_labels(config["Labels"], "another-drone") is None
     assert spec.adoption_from_labels({**config["Labels"], "dev.plane.port": "x"}, "d1") is None
+    timed = request(port=9000)
+    timed.lifetime_limit_secs, timed.termination_grace_secs = 3600, 5
+    labels = spec.container_config(timed, "d1", CREATED, DockerSettings())["Labels"]
+    again = spec.adoption_from_labels(labels, "d1")
+    assert again is not None
+    assert (again.lifetime_limit_secs, again.termination_grace_secs) == (3600, 5)
 
 
 def test_line_buffer_joins_chunks_and_splits_long_lines() -> None:
