@@ -222,6 +222,7 @@ async def run(procs: Processes) -> NoReturn:
         "--state-dir", str(STATE / "drone"),
         env={
             "PLANE_AGENT__TERMINATE_ON_SHUTDOWN": "true",
+            "PLANE_DOCKER__IMAGE_GC": "false",  # a local trial leaves this machine's images be
             "PLANE_DOCKER__EXTRA_LABELS": f'{{"{LABEL}": "1"}}',
             **creds("drone"),
         },

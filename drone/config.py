@@ -29,6 +29,14 @@ class DockerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pull_timeout_secs: float = 600.0  # one image pull, start to finish
     max_concurrent_pulls: int = 4  # pulls at once; more wait, and other calls never do
     check_secs: float = 1.0  # how often an unreachable engine is tried again
+    # Image GC (drone.agent.imagegc): above the high mark of disk use, unused images go,
+    # least recently used first, down to the low mark. The disk is the filesystem at
+    # image_gc_path (None: the engine's root directory, as this process sees it).
+    image_gc: bool = True
+    image_gc_high_percent: float = 85.0
+    image_gc_low_percent: float = 80.0
+    image_gc_interval_secs: float = 60.0
+    image_gc_path: str | None = None
 
 
 class AgentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -142,6 +150,13 @@ def check(settings: DroneSettings) -> None:
             ipaddress.ip_address(settings.ip)
         except ValueError:
             raise ConfigError(f"ip: {settings.ip!r} is not an IP address") from None
+    docker = settings.docker
+    if not 0 <= docker.image_gc_low_percent <= docker.image_gc_high_percent <= 100:
+        raise ConfigError(
+            "docker.image_gc_low_percent and image_gc_high_percent: want "
+            f"0 <= low <= high <= 100, got {docker.image_gc_low_percent} and "
+            f"{docker.image_gc_high_percent}"
+        )
     if settings.pool is not None and not _POOL.fullmatch(settings.pool):
         raise ConfigError(f"pool: {settings.pool!r} is not 1-64 of a-z A-Z 0-9 . _ -")
     for key, listen in (

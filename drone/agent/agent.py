@@ -36,6 +36,7 @@ from drone.agent.docker_runtime import (
     ExitEvent,
     StreamRestarted,
 )
+from drone.agent.imagecollector import ImageCollector
 from drone.agent.metrics import AgentMetrics
 from drone.agent.presence import Presence
 from drone.agent.reporter import StatusReporter
@@ -210,6 +211,9 @@ class Agent:
         self._loop("exits", self._watch_exits())
         self._loop("sweeper", self._sweeper())
         self._loop("dns", self._dns_refresh())
+        if self.settings.docker.image_gc:
+            collector = ImageCollector(self.runtime, self.settings.docker, self.metrics)
+            self._loop("image-gc", collector.run())
 
     async def take_spawns(self) -> None:
         """Serve spawn requests; returns once the server has the subscription."""

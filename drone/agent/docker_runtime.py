@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 import aiodocker
 import aiohttp
 
+from drone.agent import imagegc
 from drone.config import DockerSettings
 from shared.protocol import DockerCredentials, LogKind
 
@@ -265,6 +267,39 @@ class DockerRuntime:
         return int(info.get("MemTotal") or 0)
 
     # --- images ----------------------------------------------------------------
+
+    async def images(self) -> list[imagegc.Image]:
+        found = await self._call("image list", lambda: self.client.images.list())
+        return [
+            imagegc.Image(
+                id=str(item["Id"]),
+                size=int(item.get("Size") or 0),
+                created=float(item.get("Created") or 0),
+                tags=tuple(item.get("RepoTags") or ()),
+            )
+            for item in found
+        ]
+
+    async def images_in_use(self) -> frozenset[str]:
+        """The image of every container of the engine, running or not (any owner's)."""
+        found = await self._call("list", lambda: self.client.containers.list(all=True))
+        return frozenset(str(_field(container, "ImageID")) for container in found)
+
+    async def remove_image(self, image_id: str) -> None:
+        """Remove an image (never forced: one a container has begun to use stays)."""
+        await self._call("image remove", lambda: self.client.images.delete(image_id))
+
+    async def disk(self, path: str | None) -> imagegc.Disk:
+        """Use of the filesystem at `path`, by default the engine's own root directory."""
+        if path is None:
+            info = await self._call("info", self.client.system.info)
+            path = str(info.get("DockerRootDir") or "/var/lib/docker")
+        try:
+            found = await asyncio.to_thread(os.statvfs, path)
+        except OSError as exc:
+            raise DockerFailure(f"disk use of {path}: {exc}") from None
+        total = found.f_blocks * found.f_frsize
+        return imagegc.Disk(used_bytes=total - found.f_bavail * found.f_frsize, total_bytes=total)
 
     async def image_present(self, image: str) -> bool:
         try:

@@ -48,6 +48,16 @@ class AgentMetrics:
             ["state"],
             registry=r,
         )
+        self.images_removed = Counter(
+            "plane_drone_images_removed",
+            "Unused images removed by image GC (disk use above docker.image_gc_high_percent).",
+            registry=r,
+        )
+        self.image_bytes_removed = Counter(
+            "plane_drone_image_bytes_removed",
+            "Bytes of the images image GC removed, as Docker sized them.",
+            registry=r,
+        )
         self.spawn_phase = Histogram(
             "plane_drone_spawn_phase_seconds",
             "Time of each phase of a spawn: pull, create, start, ready (start to answering).",

@@ -189,7 +189,7 @@ def new_drone_id() -> str:
 def fast_settings(
     nats_url: str, state_dir: Path, test_id: str, drone_id: str | None, **agent: Any
 ) -> DroneSettings:
-    docker = agent.pop("docker", {})
+    docker = {"image_gc": False, **agent.pop("docker", {})}  # never on the shared engine
     proxy = {"listen": "127.0.0.1:0", "hold_until_ready_secs": 5.0, **agent.pop("proxy", {})}
     return DroneSettings(
         nats=bus.NatsSettings(servers=[nats_url], reconnect_wait_secs=0.2),

@@ -317,6 +317,7 @@ class Cluster:
             # Every container it makes is this test's, removed after it.
             "PLANE_DOCKER__EXTRA_LABELS": msgspec.json.encode({TEST_LABEL: self.test_id}).decode(),
             "PLANE_AGENT__TERMINATE_ON_SHUTDOWN": "true",
+            "PLANE_DOCKER__IMAGE_GC": "false",  # the engine is shared with other tests
             "PLANE_AGENT__HEARTBEAT_SECS": HEARTBEAT_SECS,
             **self.drone_env,
         }

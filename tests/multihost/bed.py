@@ -253,6 +253,7 @@ class Bed:
             "PLANE_DOCKER__SOCKET": str(engine.socket),
             "PLANE_DOCKER__EXTRA_LABELS": msgspec.json.encode({TEST_LABEL: self.test_id}).decode(),
             "PLANE_AGENT__TERMINATE_ON_SHUTDOWN": "true",
+            "PLANE_DOCKER__IMAGE_GC": "false",  # the images the bed loaded must stay
             "PLANE_AGENT__HEARTBEAT_SECS": HEARTBEAT_SECS,
         }
         drone.daemon = Daemon(name, argv, env, self.workdir / f"{name}.log")
