@@ -15,7 +15,11 @@ printing what it measured:
    own until they end, and leaves the placement;
 6. Prometheus, scraping every process with the shipped rules, has every metric
    the rules and the dashboard use, and fires the drone-lost alert when a drone
-   host dies.
+   host dies;
+7. locks: requests racing for one lock through both controllers make one
+   backend (checked right after phase 2, with every drone up), and a
+   controller killed while new locks are being placed leaves one backend per
+   lock, every request answered with it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from shared import subjects
 from shared.client import InvalidRequest, PlaneClient, PlaneError
 from shared.protocol import BackendState, BackendStateMessage
 from tests.e2e.cluster import until
-from tests.multihost.bed import LOST_AFTER_SECS, Bed
+from tests.multihost.bed import LOST_AFTER_SECS, Bed, _run
 from tests.support.docker import TESTBACKEND_IMAGE
 from tests.support.natscluster import Node
 from tests.test_deploy import metric_names_used
@@ -156,6 +160,20 @@ async def test_plane_across_hosts(bed: Bed) -> None:
         f"max {max(ready_secs) * 1000:.0f} ms over {len(ready_secs)}"
     )
 
+    # 7a. One lock, raced for through both controllers by 40 requests at once.
+    replies = await asyncio.gather(
+        *(plane.schedule(image=TESTBACKEND_IMAGE, max_idle_secs=600, lock="room-1")
+          for _ in range(40))
+    )  # fmt: skip
+    assert len({r.backend_id for r in replies}) == 1
+    assert sorted(r.spawned for r in replies) == [False] * 39 + [True]
+    room = replies[0].backend_id
+    await plane.wait_for_state(room, BackendState.READY, 60)
+    assert await answers(bed, room, replies[0].drone)
+    fetched = await plane.fetch("room-1")
+    assert fetched is not None and fetched.backend_id == room
+    print("lock raced for by 40 requests over two controllers: one backend, 40 answers")
+
     # 3. The client's NATS node (the third), then the stream leader's.
     client_node = bed.nats.nodes[2]
     gap, probes = await kill_and_measure(bed, client_node, placed)
@@ -255,3 +273,31 @@ async def test_plane_across_hosts(bed: Bed) -> None:
     killed_at = time.monotonic()
     await until("PlaneDroneLost to fire", LOST_AFTER_SECS + 30, drone_lost_firing)
     print(f"drone host dead: PlaneDroneLost firing {time.monotonic() - killed_at:.1f}s after")
+
+    # 7b. A controller killed (kill -9 of its container) while ten new locks are placed.
+    before = {b.backend_id for b in await plane.backends()}
+    locks = [f"doc-{n}" for n in range(10)]
+    answered: dict[str, set[str]] = {lock: set() for lock in locks}
+
+    async def ask(lock: str) -> None:
+        async def once() -> str | None:
+            try:
+                reply = await plane.schedule(image=TESTBACKEND_IMAGE, max_idle_secs=600, lock=lock)
+            except PlaneError:
+                return None  # its controller died with the request: ask again, as apps do
+            return reply.backend_id
+
+        answered[lock].add(await until(f"an answer for lock {lock}", 90, once))
+
+    began = time.monotonic()
+    asking = [asyncio.create_task(ask(lock)) for lock in locks for _ in range(3)]
+    dying = bed.controllers[0]
+    await _run(["docker", "--host", dying.engine.host, "kill", f"plane-{dying.host.name}"])
+    await asyncio.gather(*asking)
+    assert all(len(backends) == 1 for backends in answered.values()), answered
+    made = {b.backend_id for b in await plane.backends()} - before
+    assert made == {b for backends in answered.values() for b in backends}, "no orphan backend"
+    print(
+        f"controller killed while placing 10 locks: {len(made)} backends, one per lock; "
+        f"all 30 requests answered {time.monotonic() - began:.1f}s after the first was sent"
+    )
