@@ -363,7 +363,10 @@ class FenceBackends(Message, kw_only=True):
 ExitCode = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 
 
-class UpdateBackendStateMessage(Message, kw_only=True):
+class UpdateBackendStateMessage(Message, kw_only=True, omit_defaults=True):
+    """A drone's report; the (ext) fields are left out when unset, so a live state's
+    message is the 0.3 one exactly."""
+
     cluster: WireCluster
     state: BackendState
     backend: WireBackendId
@@ -373,7 +376,9 @@ class UpdateBackendStateMessage(Message, kw_only=True):
     exit_code: ExitCode | None = None  # (ext) the container's, where there is one
 
 
-class BackendStateMessage(Message, kw_only=True):
+class BackendStateMessage(Message, kw_only=True, omit_defaults=True):
+    """As stored on the stream; the (ext) fields are left out when unset."""
+
     cluster: WireCluster
     state: BackendState
     backend: WireBackendId
