@@ -277,6 +277,8 @@ class PlaneClient:
             raise NotFound(f"no state known for backend {backend_id}") from None
         except (nats.errors.TimeoutError, TimeoutError):
             raise Timeout("no answer from JetStream (is NATS running with JetStream?)") from None
+        except nats.errors.Error as exc:  # "temporarily unavailable" while a leader is elected
+            raise Unavailable(f"JetStream: {exc}") from None
         assert raw.data is not None
         return wire.decode(BackendStateMessage, raw.data)
 
@@ -290,6 +292,10 @@ class PlaneClient:
             )
         except nats.js.errors.NotFoundError:
             raise NotFound(f"no stream holds {subject} (is a controller running?)") from None
+        except (nats.errors.TimeoutError, TimeoutError):
+            raise Timeout("no answer from JetStream (is NATS running with JetStream?)") from None
+        except nats.errors.Error as exc:
+            raise Unavailable(f"JetStream: {exc}") from None
         try:
             while True:
                 try:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from shared import bus, subjects, wire
-from shared.client import PlaneClient
+from shared.client import PlaneClient, Unavailable
 from shared.protocol import BackendState, BackendStateMessage, utc_now
 from tests.support.natsserver import NatsServer
 
@@ -52,4 +54,23 @@ async def test_a_wait_rides_out_jetstream_being_away(tmp_path: Path) -> None:
     finally:
         await plane.close()
         await nc.close()
+        await server.stop()
+
+
+async def test_reads_without_jetstream_fail_as_plane_errors(tmp_path: Path) -> None:
+    """A state read that JetStream cannot answer (no JetStream here; in a cluster, "503
+    temporarily unavailable" while a stream elects a leader) is a PlaneError that a
+    caller can catch and retry, never a NATS library exception."""
+    server = await NatsServer.start(tmp_path / "nats", jetstream=False)
+    try:
+        plane = await PlaneClient.connect(server.url, "plane.test", timeout=2)
+        try:
+            with pytest.raises(Unavailable, match="JetStream"):
+                await plane.status("b1")
+            with pytest.raises(Unavailable, match="JetStream"):
+                async for _ in plane.logs("b1"):
+                    pass
+        finally:
+            await plane.close()
+    finally:
         await server.stop()
