@@ -172,6 +172,14 @@ async def test_plane_across_hosts(bed: Bed) -> None:
     assert await answers(bed, room, replies[0].drone)
     fetched = await plane.fetch("room-1")
     assert fetched is not None and fetched.backend_id == room
+    # Ended, it frees the lock (and leaves its drone as the later phases expect it).
+    await plane.terminate(room)
+    await plane.wait_for_state(room, BackendState.TERMINATED)
+
+    async def freed() -> bool | None:
+        return True if await plane.fetch("room-1") is None else None
+
+    await until("lock room-1 to be free once its backend ended", 20, freed)
     print("lock raced for by 40 requests over two controllers: one backend, 40 answers")
 
     # 3. The client's NATS node (the third), then the stream leader's.
