@@ -45,7 +45,7 @@ from datetime import timedelta
 
 import msgspec
 
-from controller.index import BackendIndex
+from controller.index import BackendIndex, Entry
 from controller.jetstream import StoreError
 from controller.locks import Action, Decision, LockRecord, decide, fetch_answer, lock_key
 from controller.lockstore import LockStore
@@ -212,8 +212,11 @@ class Scheduler:
 
     def _decide(self, found: tuple[LockRecord, int] | None) -> Decision:
         record = found[0] if found is not None else None
-        holder = self._index.get(record.backend_id) if record is not None else None
-        return decide(record, holder, utc_now(), self._claim_timeout)
+        return decide(record, self._holder(record), utc_now(), self._claim_timeout)
+
+    def _holder(self, record: LockRecord | None) -> Entry | None:
+        """What the index holds of the record's backend (None: no record, or unheard of)."""
+        return self._index.get(record.backend_id) if record is not None else None
 
     def _remember(self, key: str, record: LockRecord, revision: int) -> None:
         """Keep a held lock's record: asked again, it is answered with no read while
@@ -226,9 +229,7 @@ class Scheduler:
         self, request: ScheduleRequest, key: str, claim: LockRecord, revision: int
     ) -> tuple[ScheduleResponse, ScheduleOutcome]:
         """Place the claim's backend; record its drone, or free the lock if none took it."""
-        reply, outcome = await self._place(
-            request, claim.backend_id, claim.bearer_token, claim.lock
-        )
+        reply, outcome = await self._place(request, claim.backend_id, claim.bearer_token)
         placed = reply.Scheduled if isinstance(reply, ScheduleReply) else None
         if placed is None:
             await self._locks.delete(key, revision)
@@ -283,8 +284,7 @@ class Scheduler:
             while True:
                 found = await self._locks.get(key)
                 record = found[0] if found is not None else None
-                holder = self._index.get(record.backend_id) if record is not None else None
-                answer = fetch_answer(record, holder)
+                answer = fetch_answer(record, self._holder(record))
                 if answer is not None:
                     assert answer.drone is not None
                     return scheduled(answer.drone, answer.backend_id, answer.bearer_token, None)
@@ -297,7 +297,7 @@ class Scheduler:
             return invalid_request(f"lock table unavailable: {exc}")
 
     async def _place(
-        self, request: ScheduleRequest, backend_id: str, token: str | None, lock: str | None = None
+        self, request: ScheduleRequest, backend_id: str, token: str | None
     ) -> tuple[ScheduleResponse, ScheduleOutcome]:
         """Reserve the ID, then offer the backend to up to `attempts` drones."""
         cluster = request.cluster
@@ -325,7 +325,7 @@ class Scheduler:
                     break
                 tried.append(drone)
                 self._index.assign(backend_id, drone)
-                outcome, why = await self._offer(drone, request, backend_id, token, lock)
+                outcome, why = await self._offer(drone, request, backend_id, token)
                 if outcome is SpawnOutcome.ACCEPTED:
                     return scheduled(drone, backend_id, token), ScheduleOutcome.SCHEDULED
                 if outcome is SpawnOutcome.INVALID:
@@ -371,12 +371,7 @@ class Scheduler:
         return None
 
     async def _offer(
-        self,
-        drone: str,
-        request: ScheduleRequest,
-        backend_id: str,
-        token: str | None,
-        lock: str | None,
+        self, drone: str, request: ScheduleRequest, backend_id: str, token: str | None
     ) -> tuple[SpawnOutcome, str]:
         """Ask one drone to run the backend; the registry learns how it went."""
         deadline = utc_now() + timedelta(seconds=self._spawn_timeout - self._deadline_margin)
@@ -389,7 +384,7 @@ class Scheduler:
             executable=request.executable,
             bearer_token=token,
             deadline=deadline,
-            lock=lock,
+            lock=request.lock,
             lifetime_limit_secs=request.lifetime_limit_secs,
             termination_grace_secs=request.termination_grace_secs,
             pool=request.pool,

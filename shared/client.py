@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -94,6 +94,29 @@ def _translate(exc: bus.BusError) -> PlaneError:
     if isinstance(exc, bus.BusUnavailable):
         return Unavailable(str(exc))
     return PlaneError(str(exc))
+
+
+def _scheduled(reply: ScheduleReply) -> ScheduledBackend:
+    """The backend of a `{"Scheduled": ...}` reply; `InvalidRequest` for the other kind."""
+    assert isinstance(reply, ScheduleReply)
+    if reply.InvalidRequest is not None:
+        raise InvalidRequest(reply.InvalidRequest.message)
+    assert reply.Scheduled is not None
+    return reply.Scheduled
+
+
+@contextlib.contextmanager
+def _jetstream_call(not_found: str) -> Iterator[None]:
+    """nats-py's JetStream exceptions as PlaneErrors (`not_found` says what was missing);
+    "503 temporarily unavailable", while a stream elects a leader, is `Unavailable`."""
+    try:
+        yield
+    except nats.js.errors.NotFoundError:
+        raise NotFound(not_found) from None
+    except (nats.errors.TimeoutError, TimeoutError):
+        raise Timeout("no answer from JetStream (is NATS running with JetStream?)") from None
+    except nats.errors.Error as exc:
+        raise Unavailable(f"JetStream: {exc}") from None
 
 
 def build_request(
@@ -218,11 +241,7 @@ class PlaneClient:
         )
         if reply == NO_DRONE_AVAILABLE:
             raise NoDroneAvailable(f"no drone available in cluster {request.cluster}")
-        assert isinstance(reply, ScheduleReply)
-        if reply.InvalidRequest is not None:
-            raise InvalidRequest(reply.InvalidRequest.message)
-        assert reply.Scheduled is not None
-        return reply.Scheduled
+        return _scheduled(reply)
 
     async def fetch(self, lock: str) -> ScheduledBackend | None:
         """The backend holding `lock` in this cluster (None: none does); never spawns."""
@@ -232,11 +251,7 @@ class PlaneClient:
         )
         if reply == NO_BACKEND_FOR_LOCK:
             return None
-        assert isinstance(reply, ScheduleReply)
-        if reply.InvalidRequest is not None:
-            raise InvalidRequest(reply.InvalidRequest.message)
-        assert reply.Scheduled is not None
-        return reply.Scheduled
+        return _scheduled(reply)
 
     async def terminate(self, backend_id: str, *, hard: bool = False) -> None:
         """Stop a backend: SIGTERM, its grace period, then SIGKILL; `hard`: SIGKILL now."""
@@ -269,16 +284,10 @@ class PlaneClient:
 
     async def status(self, backend_id: str) -> BackendStateMessage:
         """The latest stored state of a backend."""
-        try:
+        with _jetstream_call(f"no state known for backend {backend_id}"):
             raw = await self.nc.jetstream().get_last_msg(
                 subjects.BACKEND_STATUS_STREAM, subjects.backend_status(backend_id)
             )
-        except nats.js.errors.NotFoundError:
-            raise NotFound(f"no state known for backend {backend_id}") from None
-        except (nats.errors.TimeoutError, TimeoutError):
-            raise Timeout("no answer from JetStream (is NATS running with JetStream?)") from None
-        except nats.errors.Error as exc:  # "temporarily unavailable" while a leader is elected
-            raise Unavailable(f"JetStream: {exc}") from None
         assert raw.data is not None
         return wire.decode(BackendStateMessage, raw.data)
 
@@ -286,16 +295,10 @@ class PlaneClient:
         self, subject: str, kind: type[Any], *, history: bool, timeout: float | None
     ) -> AsyncIterator[Any]:
         policy = DeliverPolicy.ALL if history else DeliverPolicy.NEW
-        try:
+        with _jetstream_call(f"no stream holds {subject} (is a controller running?)"):
             sub = await self.nc.jetstream().subscribe(
                 subject, ordered_consumer=True, deliver_policy=policy
             )
-        except nats.js.errors.NotFoundError:
-            raise NotFound(f"no stream holds {subject} (is a controller running?)") from None
-        except (nats.errors.TimeoutError, TimeoutError):
-            raise Timeout("no answer from JetStream (is NATS running with JetStream?)") from None
-        except nats.errors.Error as exc:
-            raise Unavailable(f"JetStream: {exc}") from None
         try:
             while True:
                 try:
