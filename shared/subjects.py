@@ -33,6 +33,7 @@ BACKEND_LOG_STREAM_SUBJECTS = "backend.*.log"
 DNS_RECORD_STREAM = "dns_record"
 LOCK_BUCKET = "plane_locks"  # JetStream KV: lock → the backend holding it
 LOCK_STREAM = f"KV_{LOCK_BUCKET}"
+LOCK_SUBJECT_PREFIX = f"$KV.{LOCK_BUCKET}."  # a lock record is stored under this and its key
 
 # The queue group that controllers share, so each request is handled once.
 CONTROLLER_QUEUE = "plane-controller"
