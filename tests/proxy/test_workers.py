@@ -295,17 +295,23 @@ async def test_stop_lets_requests_in_flight_finish_in_every_process(
     backend = await start_backend()
     proxy.routes.set_ready(backend.id, backend.ip, backend.port, None)
     await fleet.synced()
+    # Each request is held 4 s by the backend: all 16 must be open at once before the
+    # stop, and a busy machine may take a while to open them in two processes.
     requests = [
-        asyncio.create_task(status_on_a_fresh_connection(proxy, backend.id, "/sleep/1500"))
+        asyncio.create_task(status_on_a_fresh_connection(proxy, backend.id, "/sleep/4000"))
         for _ in range(16)
     ]
 
-    def open_connections() -> int:
+    def open_connections() -> tuple[int, int]:
         reported = fleet.counters(1)
         there = reported.client_connections if reported is not None else 0
-        return proxy.server.metrics.client_connections + there
+        return proxy.server.metrics.client_connections, there
 
-    await fleet.wait_until(lambda: open_connections() == 16)
+    try:
+        await fleet.wait_until(lambda: sum(open_connections()) == 16)
+    except TimeoutError:
+        ended = [task.exception() or task.result() for task in requests if task.done()]
+        raise AssertionError(f"open (here, worker): {open_connections()}; ended: {ended}") from None
     assert busy_in_worker(fleet, backend.id) and proxy.activity.active(backend.id) >= 2
     await proxy.server.stop(grace=10)
     assert await asyncio.gather(*requests) == [200] * 16
