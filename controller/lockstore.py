@@ -8,9 +8,9 @@ again (`controller.locks`). Every call has a timeout; nats-py's errors become
 Creates and updates, two per new lock, are one stored publish each, sent as a
 plain request with the expected-revision header and its acknowledgement read
 with msgspec: a third of the CPU of the library's KV client, which wraps the
-same publish in several layers. A create refused because the key holds a
-tombstone (the lock was freed) goes through the library, which knows how to
-write over one.
+same publish in several layers. A refused create reads the key once: a
+tombstone (the lock was freed) is written over at its revision, as the
+library's own create does; a live record means the lock is held.
 """
 
 from __future__ import annotations
@@ -97,14 +97,17 @@ class LockStore:
         revision = await self._write(key, payload, 0, "create")
         if revision is not None:
             return revision
-        kv = await self._bucket()  # held, or a tombstone the library writes over
+        kv = await self._bucket()  # held, or a tombstone (the lock was freed): which?
         try:
             async with asyncio.timeout(self._timeout):
-                return await kv.create(key, payload)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return None
+                await kv.get(key)
+        except nats.js.errors.KeyNotFoundError as exc:
+            if exc.entry is not None and exc.entry.revision:  # a tombstone: write over it
+                return await self._write(key, payload, exc.entry.revision, "create")
+            return None  # gone again since: the caller reads and decides again
         except (nats.errors.Error, TimeoutError) as exc:
             raise StoreError(f"cannot create lock {key}: {describe(exc)}") from None
+        return None
 
     async def update(self, key: str, record: LockRecord, revision: int) -> int | None:
         """The new revision, or None when the record changed since `revision`."""
@@ -112,8 +115,7 @@ class LockStore:
 
     async def _write(self, key: str, payload: bytes, last: int, verb: str) -> int | None:
         """Store `payload` at `key` if its revision is `last` (0: no record yet)."""
-        if self._kv is None:
-            await self.ensure()
+        await self._bucket()
         subject = f"{subjects.LOCK_SUBJECT_PREFIX}{key}"
         headers = {EXPECTED_REVISION: str(last)}
         try:
