@@ -29,6 +29,7 @@ HOT_MODULES = [
     "drone/proxy/flow.py",
     "drone/proxy/headers.py",
     "drone/proxy/metrics.py",
+    "drone/proxy/request_reader.py",
     "drone/proxy/response_reader.py",
     "drone/proxy/response_writer.py",
     "drone/proxy/timer.py",

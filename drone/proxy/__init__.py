@@ -10,7 +10,8 @@ Modules, by what they own:
 
 - `server`: the listeners and the orderly stop;
 - `context`: what every connection of one proxy shares (`ProxyContext`);
-- `client`: one browser socket, parsed by h11, one request after another;
+- `client`: one browser socket, one request after another;
+- `request_reader`: a browser's requests, parsed by h11's own readers;
 - `cycle`: one request's facts, shared by its browser side and its exchange;
 - `exchange`: one request relayed to a backend and its response back;
 - `upstream`: backend sockets and their keep-alive pool;

@@ -1,9 +1,9 @@
 """One browser socket: requests parsed by h11 in an explicit event loop.
 
 Requests on a socket are served one after another (pipelined ones wait in
-h11's buffer); each accepted request becomes an `Exchange`. Each request gets
-its own h11 connection, fed with what the previous one left unread: h11 only
-parses here, and responses are written by `response_writer`. Reading from the socket
+the reader's buffer); each accepted request becomes an `Exchange`. h11's readers
+parse them (`request_reader`), and responses are written by `response_writer`.
+Reading from the socket
 stops while a request body cannot go anywhere yet (routing, or the backend's
 socket is full) and while too many pipelined bytes wait. Output is collected
 per batch of events and written once.
@@ -25,6 +25,7 @@ from drone.proxy.cycle import Cycle
 from drone.proxy.exchange import Exchange
 from drone.proxy.flow import ReadGate
 from drone.proxy.headers import Framing, scan_request
+from drone.proxy.request_reader import Phase, RequestReader
 from drone.proxy.response_writer import Body
 from drone.proxy.timer import Deadline
 from drone.proxy.tunnel import Tunnel
@@ -67,7 +68,7 @@ class ClientConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.state = State.OPEN
         self.stopping = False
-        self._h11 = self._parser()
+        self._requests = RequestReader(ctx.settings.max_head_bytes)
         self._cycle = Cycle()
         self._deadline = Deadline(ctx.loop, self._on_deadline)
         self._reading = ReadGate()  # held for the reasons in _Block
@@ -96,17 +97,17 @@ class ClientConnection(asyncio.Protocol):
             if not self._cycle.head_started:
                 self._cycle.head_started = True
                 self._deadline.set_in(self.ctx.settings.head_timeout_secs)
-        elif self._h11.their_state is h11.DONE:
+        elif self._requests.phase is Phase.ENDED:
             self._cycle.pipelined += len(data)
             if self._cycle.pipelined > self.ctx.max_pipelined:
                 self._block(_Block.PIPELINE)
-        self._h11.receive_data(data)
+        self._requests.receive_data(data)
         self._handle_events()
 
     def eof_received(self) -> bool | None:
         if self.state is not State.OPEN:
             return None
-        self._h11.receive_data(b"")
+        self._requests.receive_data(b"")
         self._handle_events()
         if self.ctx.secure:
             return None  # TLS has no half-close: the transport closes now
@@ -136,14 +137,14 @@ class ClientConnection(asyncio.Protocol):
 
     def _handle_events(self) -> None:
         """Act on what h11 has parsed, until it needs more, a request is being
-        answered, or reading is held. The parser is read afresh each time round:
-        a request answered here (refused, say) starts the next one's at once."""
+        answered, or reading is held. The reader is asked afresh each time round:
+        a request answered here (refused, say) lets the next one be read at once."""
         body: list[bytes | bytearray] = []  # request body data of this turn, forwarded as one write
         began = time.perf_counter()
         events = 0
         while not self._reading.held and self.state is State.OPEN:
             try:
-                event = self._h11.next_event()
+                event = self._requests.next_event()
             except h11.RemoteProtocolError as exc:
                 self._forward_body(body)
                 self._on_protocol_error(exc)
@@ -167,7 +168,7 @@ class ClientConnection(asyncio.Protocol):
                 self._cycle.request_ended = True
                 if self.exchange is not None:
                     self.exchange.request_end()
-                    break  # h11 says PAUSED until the response is sent
+                    break  # the reader says PAUSED until the response is sent
                 if self._cycle.pending is not None:
                     self._send_canned(self._cycle.pending)
             elif event is h11.NEED_DATA or event is h11.PAUSED:
@@ -300,7 +301,7 @@ class ClientConnection(asyncio.Protocol):
 
     def attached(self) -> None:
         """The exchange reached its backend: the request body may flow now."""
-        if self._h11.they_are_waiting_for_100_continue:
+        if self._requests.waiting_for_continue:
             self._out.append(response_writer.CONTINUE)
             self.flush()
         self._unblock(_Block.ROUTING)
@@ -366,7 +367,6 @@ class ClientConnection(asyncio.Protocol):
         self, upstream: UpstreamConnection, headers: list[tuple[bytes, bytes]], backend: str
     ) -> None:
         assert self.transport is not None
-        conn = self._h11
         if not self._cycle.request_ended or self._cycle.body is not None:
             # The backend switched before the request had ended: nothing sane to relay.
             upstream.close()
@@ -375,7 +375,7 @@ class ClientConnection(asyncio.Protocol):
         self.ctx.metrics.count_response(101)
         self._out.append(response_writer.switching_head(headers))
         self.flush()
-        from_client = conn.trailing_data[0]
+        from_client = self._requests.trailing_data[0]
         up_transport, from_upstream, upstream_paused = upstream.detach()
         self.exchange = None
         self.state = State.SWITCHED
@@ -399,11 +399,6 @@ class ClientConnection(asyncio.Protocol):
 
     # -- internals
 
-    def _parser(self) -> h11.Connection:
-        return h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self.ctx.settings.max_head_bytes
-        )
-
     def _send_canned(self, canned: answers.Canned) -> None:
         self._cycle.pending = None
         if self._cycle.body is not None:
@@ -423,13 +418,10 @@ class ClientConnection(asyncio.Protocol):
         if self.state is not State.OPEN:
             return
         if self._cycle.request_ended and not self._cycle.close_after and not self.stopping:
-            # A new parser for the next request, fed with what arrived after this one.
-            waiting, closed = self._h11.trailing_data
-            conn = self._h11 = self._parser()
-            if waiting:
-                conn.receive_data(waiting)
-            if closed:
-                conn.receive_data(b"")
+            # The next request, from what arrived after this one.
+            requests = self._requests
+            requests.next_request()
+            waiting, closed = requests.buffered, requests.closed
             self._cycle = Cycle(head_started=bool(waiting))
             self._reading.release_all()
             if waiting:  # the next request has begun arriving already
@@ -439,9 +431,9 @@ class ClientConnection(asyncio.Protocol):
             if waiting or closed:
                 # On the next turn, not from inside whoever ended this cycle (the
                 # backend's socket, or this socket's own event loop above, which
-                # goes on with the new parser by itself).
+                # goes on with the next request by itself).
                 self.ctx.loop.call_soon(self._handle_events)
-        elif self._h11.their_state is h11.SEND_BODY or self._h11.their_state is h11.ERROR:
+        elif self._requests.phase is Phase.BODY or self._requests.phase is Phase.ERROR:
             self._linger()
         else:
             self._close()
