@@ -110,8 +110,7 @@ class RequestReader:
                 self.phase = Phase.CLOSED
                 return h11.ConnectionClosed()
             return self._need_data()
-        self._body = _body_reader(request)  # None: the head is the whole request
-        self.waiting_for_continue = _asks_continue(request)
+        self._body, self.waiting_for_continue = _framing(request)  # no body: None
         self.phase = Phase.BODY
         return request
 
@@ -139,26 +138,28 @@ class RequestReader:
         return h11.NEED_DATA
 
 
-def _body_reader(request: h11.Request) -> BodyReader | None:
-    """The framing h11 gives a request (RFC 9112 6.3): chunked beats Content-Length,
-    and neither means no body. h11 has already refused any other coding and
-    unequal lengths."""
+def _framing(request: h11.Request) -> tuple[BodyReader | None, bool]:
+    """The body reader h11 gives a request (RFC 9112 6.3: chunked beats
+    Content-Length, neither means no body; h11 has already refused any other
+    coding and unequal lengths), and whether it waits for 100 (Continue)."""
     length = 0
-    for name, value in request.headers:
-        if name == b"transfer-encoding":
-            return ChunkedReader()
-        if name == b"content-length":
-            length = int(value)
-    return ContentLengthReader(length) if length else None
-
-
-def _asks_continue(request: h11.Request) -> bool:
-    if request.http_version < b"1.1":
-        return False
-    for name, value in request.headers:
-        if name == b"expect" and b"100-continue" in _tokens(value):
-            return True
-    return False
+    chunked = False
+    expect = False
+    for name, value in request.headers.raw_items():
+        size = len(name)  # only names of these sizes can matter: few are lowercased
+        if size == 17 or size == 14 or size == 6:
+            lower = name.lower()
+            if lower == b"transfer-encoding":
+                chunked = True
+            elif lower == b"content-length":
+                length = int(value)
+            elif lower == b"expect":
+                expect = expect or b"100-continue" in _tokens(value)
+    if expect and request.http_version < b"1.1":
+        expect = False  # ignored in HTTP/1.0 (RFC 9110 10.1.1)
+    if chunked:
+        return ChunkedReader(), expect
+    return (ContentLengthReader(length) if length else None), expect
 
 
 def _tokens(value: bytes) -> list[bytes]:
