@@ -5,8 +5,8 @@ expressions, its header validation (`h11.Request`), its Content-Length and
 chunked body readers, and its errors with their status hints. What this module
 leaves out is `h11.Connection`: its state machine follows both directions of a
 connection whose responses the proxy writes itself, and it had to be built anew
-for every request. Measured per small request, the Connection's bookkeeping and
-construction cost more instructions than all of the proxy's own code
+for every request. Measured per small request, its bookkeeping and its
+construction cost about as many instructions as all of the proxy's own code
 (BENCHMARKS.md, "the browser's side").
 
 So one `RequestReader` serves a socket: it keeps h11's receive buffer across
@@ -14,7 +14,9 @@ requests, picks the body reader h11 would pick, and applies h11's limit on an
 incomplete head. The readers sit in h11's private modules, so pyproject.toml
 pins h11's minor version, and tests/proxy/test_request_reader.py feeds the same
 bytes, split every way, to this reader and to `h11.Connection` and requires the
-same events and errors.
+same events and errors. One difference is deliberate: after a request that ends
+the connection, h11 raises on further bytes (which failed the request in
+flight); here they wait, unread, until the socket closes.
 """
 
 from __future__ import annotations
