@@ -12,6 +12,11 @@ feed, two controllers may both publish a Lost). `supersedes` decides:
   at equal rank the later time wins;
 * a terminal entry changes only for a later time: a later report of its end,
   or a new life of a reused ID;
+* a `Lost` never replaces a `Lost`. Two controllers that declare one drone
+  Lost at once both publish, with one message ID, so the stream keeps one of
+  the two times while every subscriber hears both. The first heard stays;
+  when the second differs (`contests`), the stored one is read back and put
+  in place (`settle`), so that every index holds the time the stream holds;
 * a reservation gives way to any real report.
 
 A backend ID "collides" when the index holds it in a live state, in any
@@ -63,6 +68,8 @@ def supersedes(current: Entry, state: BackendState, time: datetime) -> bool:
     if current.reserved:
         return True
     if current.state.terminal:
+        if current.state is BackendState.LOST and state is BackendState.LOST:
+            return False
         return time > current.time
     if state.rank != current.state.rank:
         return state.rank > current.state.rank
@@ -128,6 +135,24 @@ class BackendIndex:
         current.held = msg.state is BackendState.LOST
         self._link(current)
         return True
+
+    def contests(self, msg: BackendStateMessage) -> bool:
+        """A second controller's Lost for the life the index holds as Lost at another time."""
+        current = self._entries.get(msg.backend)
+        return (
+            current is not None
+            and current.state is BackendState.LOST
+            and msg.state is BackendState.LOST
+            and current.time != msg.time
+        )
+
+    def settle(self, stored: BackendStateMessage) -> bool:
+        """Take in a state read from the stream, whose Lost wins over any other heard."""
+        if self.contests(stored):
+            # Only the time: a hold already ended by the drone's heartbeat stays ended.
+            self._entries[stored.backend].time = stored.time
+            return True
+        return self.apply(stored)
 
     def reserve(self, backend: str, cluster: str, now: datetime) -> Entry | None:
         """Claim `backend` for a new life; returns the entry in the way (live or held), if any."""

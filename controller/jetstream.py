@@ -114,6 +114,17 @@ class JetStream:
                 return not ack.duplicate
         raise AssertionError("unreachable")
 
+    async def last(self, stream: str, subject: str) -> bytes | None:
+        """The last message stored on `subject` (None: none is), read from the stream's leader."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                msg = await self._js.get_last_msg(stream, subject)
+        except nats.js.errors.NotFoundError:
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise StoreError(f"cannot read {subject}: {describe(exc)}") from None
+        return msg.data
+
     async def _stream_exists(self, stream: str) -> bool:
         try:
             async with asyncio.timeout(self._timeout):

@@ -19,7 +19,10 @@ controller sees the drone go silent; each publishes only what its index
 still holds as live there, so the first controller's Lost, once heard, stops
 the others. Two that publish at the same moment share the message ID
 (backend and the time of the state being replaced, which all controllers
-read from the same stream), so JetStream keeps only the first.
+read from the same stream), so JetStream keeps only the first. Their times
+differ, and both reach subscribers: a controller whose Lost was dropped
+keeps it out of its index, and an index that hears both takes the stored
+one (`controller.readback`).
 """
 
 from __future__ import annotations
@@ -139,9 +142,9 @@ class StateRelay:
             except StoreError as exc:
                 self._warn("Lost state not stored: %s", exc, backend=backend)
                 continue
-            self._index.apply(lost)
             self._metrics.lost_backends["stored" if fresh else "duplicate"].inc()
-            if fresh:
+            if fresh:  # else another controller's Lost is the stored one, heard on the feed
+                self._index.apply(lost)
                 self._metrics.count_end(BackendState.LOST, lost.reason)
                 published += 1
                 log.info(

@@ -52,6 +52,7 @@ from controller.jetstream import (
 )
 from controller.lockstore import LockStore
 from controller.metrics import ControllerMetrics
+from controller.readback import ReadBack
 from controller.registry import (
     Change,
     DroneForgotten,
@@ -162,6 +163,13 @@ class Controller:
         )
         self._store = store
         self.relay = StateRelay(store, self.index, self.metrics)
+
+        async def read_last(backend: str) -> bytes | None:
+            return await store.last(
+                subjects.BACKEND_STATUS_STREAM, subjects.backend_status(backend)
+            )
+
+        self._readback = ReadBack(read_last, self.index.settle)
         self._dns_feed = DnsFeed(
             self.records,
             store,
@@ -193,6 +201,7 @@ class Controller:
             raise ControllerError(str(exc)) from None
         await self._start_servers()
         self._spawn(self._housekeeping())
+        self._spawn(self._readback.run())
         if s.warmup > 0:
             await asyncio.sleep(s.warmup)
         await self._subscribe_work(nc, scheduler)
@@ -383,6 +392,8 @@ class Controller:
     async def _on_state(self, msg: BackendStateMessage, subject: str) -> None:
         if self.index.apply(msg):
             self.zones.note_cluster(msg.cluster)
+        elif self.index.contests(msg):
+            self._readback.add(msg.backend)
         if msg.state.terminal and self._scheduler.holds(msg.backend):
             self._spawn(self._scheduler.release(msg.backend))
 
@@ -416,7 +427,7 @@ class Controller:
         except wire.InvalidMessage as exc:
             log.debug("unreadable backend state in the stream: %s", exc)
             return
-        if self.index.apply(msg):
+        if self.index.settle(msg):
             self.zones.note_cluster(msg.cluster)
 
     # --- listings ------------------------------------------------------------

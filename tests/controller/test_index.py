@@ -136,6 +136,41 @@ def test_a_lost_backend_holds_its_id_until_its_drone_is_heard_without_it() -> No
     assert index.reserve("b", C, T0 + timedelta(seconds=41)) is None
 
 
+def test_of_two_lost_times_the_first_heard_stays_until_the_stored_one_settles_it() -> None:
+    index = BackendIndex()
+    index.apply(report("b", BackendState.READY, 0))
+    assert index.apply(report("b", BackendState.LOST, 30))  # one controller's
+    later, earlier = report("b", BackendState.LOST, 31), report("b", BackendState.LOST, 29)
+    for other in (later, earlier):  # another's, either side of it
+        assert index.contests(other)
+        assert not index.apply(other)
+    assert not index.contests(report("b", BackendState.LOST, 30))  # the same one again
+    assert not index.contests(report("b", BackendState.TERMINATED, 31))
+
+    assert index.settle(earlier)  # read back from the stream
+    entry = index.get("b")
+    assert entry is not None and (entry.state, entry.time) == (BackendState.LOST, earlier.time)
+    assert [e.backend for e in index.held_on("d1")] == ["b"]
+    assert not index.settle(earlier)
+
+
+def test_settling_the_lost_time_leaves_a_hold_that_ended_ended() -> None:
+    index = BackendIndex()
+    index.apply(report("b", BackendState.LOST, 30))
+    index.clear_lost("b")
+    assert index.settle(report("b", BackendState.LOST, 29))
+    assert index.held_on("d1") == []
+    assert index.count_by_state()[BackendState.LOST] == 1
+
+
+def test_a_stored_state_that_contests_nothing_is_applied_as_any_other() -> None:
+    index = BackendIndex()
+    assert index.settle(report("b", BackendState.READY, 0))
+    assert not index.settle(report("b", BackendState.STARTING, 1))
+    assert index.settle(report("b", BackendState.LOST, 2))
+    assert state_of(index, "b") == BackendState.LOST
+
+
 def test_a_lost_hold_ends_on_its_own_for_a_drone_that_never_returns() -> None:
     index = BackendIndex(lost_hold=timedelta(minutes=5))
     index.apply(report("b", BackendState.LOST, 0, drone="d1"))

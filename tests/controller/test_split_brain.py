@@ -13,6 +13,8 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import nats.js.errors
+
 from controller.service import Controller
 from shared import bus, subjects, wire
 from shared.protocol import (
@@ -120,6 +122,49 @@ async def test_a_drone_back_from_silence_stops_its_lost_backends_and_then_frees_
     await wait_drones_ready(nc, CLUSTER, drone)
     reply = await schedule(nc, "b-held")
     assert reply["Scheduled"]["backend_id"] == "b-held", reply
+
+
+async def test_of_two_lost_times_every_controller_holds_the_stored_one(
+    nc: bus.NatsClient, start_controller: StartController, make_drone: MakeDrone
+) -> None:
+    controllers = [await start_controller() for _ in range(2)]
+    drone = await make_drone()
+    ready = await drone.report("b-twice", R)
+    assert ready is None, ready
+    declared = utc_now()
+
+    def lost(at: timedelta) -> bytes:
+        message = BackendStateMessage(
+            cluster=CLUSTER,
+            state=LOST,
+            backend="b-twice",
+            time=declared + at,
+            drone=drone.drone_id,
+            reason="lost",
+        )
+        return wire.encode(message)
+
+    # A second controller's Lost, heard first but not stored (the stream refuses
+    # it here as meant for another stream, as it would drop it by its message ID) ...
+    js = nc.jetstream()
+    subject = subjects.backend_status("b-twice")
+    try:
+        await js.publish(
+            subject, lost(timedelta(seconds=2)), headers={"Nats-Expected-Stream": "elsewhere"}
+        )
+    except nats.js.errors.APIError as exc:
+        assert "expected stream does not match" in str(exc), exc
+    else:
+        raise AssertionError("the stream stored the Lost it was meant to refuse")
+    # ... then the stored one, at an earlier time.
+    await js.publish(subject, lost(timedelta(seconds=0)))
+    assert [(m.state, m.time) for m in await stored(nc, "b-twice")][-1] == (LOST, declared)
+
+    async def settled() -> bool:
+        entries = [c.index.get("b-twice") for c in controllers]
+        return all(e is not None and (e.state, e.time) == (LOST, declared) for e in entries)
+
+    await eventually(settled, what="both indexes to hold the stored Lost time")
 
 
 async def test_a_spawn_run_after_its_deadline_elsewhere_is_refused_and_stopped(
