@@ -1,12 +1,11 @@
 """One browser socket: requests parsed by h11 in an explicit event loop.
 
 Requests on a socket are served one after another (pipelined ones wait in
-the reader's buffer); each accepted request becomes an `Exchange`. h11's readers
-parse them (`request_reader`), and responses are written by `response_writer`.
-Reading from the socket
-stops while a request body cannot go anywhere yet (routing, or the backend's
-socket is full) and while too many pipelined bytes wait. Output is collected
-per batch of events and written once.
+the reader's buffer); each accepted request becomes an `Exchange`. h11's
+readers parse them (`request_reader`), and responses are written by
+`response_writer`. Reading from the socket stops while a request body cannot
+go anywhere yet (routing, or the backend's socket is full) and while too many
+pipelined bytes wait. Output is collected per batch of events and written once.
 """
 
 from __future__ import annotations
